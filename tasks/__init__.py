@@ -1,0 +1,1 @@
+"""SeqIO tasks and mixtures of HyperT5; importing this package registers them."""
