@@ -67,11 +67,14 @@ def write_safetensors(path: str, tensors: dict[str, np.ndarray],
     arrays.append(array)
   encoded = json.dumps(header, separators=(",", ":")).encode()
   encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes
-  with open(path, "wb") as f:
+  # Write beside and rename: readers that memory-mapped the old file keep its inode.
+  partial = path + ".partial"
+  with open(partial, "wb") as f:
     f.write(len(encoded).to_bytes(8, "little"))
     f.write(encoded)
     for array in arrays:
       f.write(array.tobytes())
+  os.replace(partial, path)
 
 
 def is_hf_checkpoint(directory: str) -> bool:

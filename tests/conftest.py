@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny SentencePiece vocabulary and tiny HuggingFace T5 checkpoints."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+import pytest
+
+WORDS = ("the king queen castle river apple sword crown night day light dark stone tree "
+         "horse ship sea wind fire water gold silver bread wine song dance war peace "
+         "friend enemy father mother brother sister lord lady servant soldier").split()
+
+
+def write_corpus(path, lines=400, seed=0):
+  rng = np.random.RandomState(seed)
+  with open(path, "w") as f:
+    for _ in range(lines):
+      f.write(" ".join(rng.choice(WORDS, size=rng.randint(4, 12))) + ".\n")
+
+
+@pytest.fixture(scope="session")
+def spm_path(tmp_path_factory):
+  """A small SentencePiece model with T5's special ids (pad 0, EOS 1, unk 2)."""
+  import sentencepiece as spm
+  directory = tmp_path_factory.mktemp("spm")
+  corpus = directory / "corpus.txt"
+  write_corpus(corpus)
+  spm.SentencePieceTrainer.train(
+      input=str(corpus), model_prefix=str(directory / "spiece"), vocab_size=64, hard_vocab_limit=False,
+      model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
+      minloglevel=2)
+  return str(directory / "spiece.model")
+
+
+def make_hf_t5(directory, spm_path=None, seed=0, **overrides):
+  """Saves a randomly initialized HuggingFace T5 with an untied LM head (unless tied)."""
+  import shutil
+  import torch
+  from transformers import T5Config, T5ForConditionalGeneration
+  values = dict(vocab_size=131, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
+                num_decoder_layers=3, relative_attention_num_buckets=12,
+                relative_attention_max_distance=24, feed_forward_proj="gated-gelu",
+                tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0,
+                pad_token_id=0, eos_token_id=1)
+  values.update(overrides)
+  torch.manual_seed(seed)
+  model = T5ForConditionalGeneration(T5Config(**values)).eval()
+  with torch.no_grad():  # a non-trivial relative bias and norms
+    for name, p in model.named_parameters():
+      if "layer_norm" in name:
+        p.copy_(1.0 + 0.3 * torch.randn_like(p))
+      if "relative_attention_bias" in name:
+        p.copy_(torch.randn_like(p))
+  if not values["tie_word_embeddings"]:
+    # transformers 5 ties the head unless it gets a weight of its own.
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(values["vocab_size"], values["d_model"]))
+  model.save_pretrained(str(directory))
+  if spm_path:
+    shutil.copyfile(spm_path, os.path.join(directory, "spiece.model"))
+  return model
+
+
+@pytest.fixture(scope="session")
+def hf_t5_dir(tmp_path_factory, spm_path):
+  """Tiny T5 v1.1-style checkpoint: odd vocab, 2 encoder / 3 decoder layers, 12 buckets."""
+  directory = tmp_path_factory.mktemp("hf_t5")
+  make_hf_t5(directory, spm_path)
+  return str(directory)
+
+
+def _forward(model, params, encoder_tokens, decoder_input_tokens, rngs=None, **kwargs):
+  return model.apply({"params": params}, encoder_tokens, decoder_input_tokens, rngs=rngs,
+                     **kwargs)
+
+
+# Jitted model call for tests: one compilation instead of slow op-by-op dispatch.
+import functools  # noqa: E402
+import jax  # noqa: E402
+
+forward = jax.jit(_forward, static_argnums=0, static_argnames=("deterministic",))
