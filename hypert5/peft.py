@@ -94,7 +94,7 @@ class PeftConfig:
       return cls.from_dict(json.load(f), source=path)
 
 
-def _lora_dims(target: str, cfg: T5Config) -> tuple[int, int]:
+def lora_dims(target: str, cfg: T5Config) -> tuple[int, int]:
   """(d_in, d_out) of projection `target`."""
   return (cfg.joined_kv, cfg.d_model) if target == "o" else (cfg.d_model, cfg.joined_kv)
 
@@ -120,7 +120,7 @@ def phi_shapes(peft: PeftConfig, cfg: T5Config) -> dict:
     layers = _group_layers(group, cfg)
     shapes[group] = {}
     for target in peft.lora_targets:
-      d_in, d_out = _lora_dims(target, cfg)
+      d_in, d_out = lora_dims(target, cfg)
       shapes[group][target] = {"a": (layers, d_in, peft.lora_rank),
                                "b": (layers, peft.lora_rank, d_out)}
   return shapes

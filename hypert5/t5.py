@@ -469,6 +469,21 @@ class T5(nn.Module):
         cross_prefix_length, deterministic)
     return self.logits(outputs)
 
+  def decode_embeddings(self, encoded: Array, encoder_tokens: Array, embedded: Array, *,
+                        deterministic: bool = True) -> Array:
+    """Decoder over given input embeddings with NO causal mask (the hypermodel's use).
+
+    encoded: [b, s, embed]; embedded: [b|1, t, embed] -> [b, t, embed] final hidden states.
+    """
+    batch, length = encoder_tokens.shape[0], embedded.shape[1]
+    embedded = jnp.broadcast_to(embedded, (batch,) + embedded.shape[1:])
+    positions = jnp.arange(length, dtype=jnp.int32)[None, :]
+    every = jnp.ones((1, 1, length, length), bool)  # bidirectional: nothing hidden
+    cross_mask = (encoder_tokens != self.config.pad_token_id)[:, None, None, :]  # [b, 1, 1, s]
+    outputs, _ = self.decoder(embedded, encoded, every, cross_mask, positions, positions,
+                              None, None, None, 0, 0, deterministic)
+    return outputs
+
   def __call__(self, encoder_tokens: Array, decoder_input_tokens: Array, *, phi=None,
                encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
                decoder_positions=None, deterministic: bool = True) -> Array:
@@ -538,8 +553,9 @@ def param_logical_axes(cfg: T5Config) -> dict:
   return nn.get_partition_spec(abstract_variables(cfg))["params"]
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def init_params(cfg: T5Config, rng: Array) -> dict:
-  """Randomly initialized (unboxed) parameters."""
+  """Randomly initialized (unboxed) parameters, in one compiled computation."""
   return nn.unbox(T5(cfg).init(rng, *_dummy_inputs())["params"])
 
 
