@@ -1,0 +1,335 @@
+"""The embedded few-shot benchmark: generated tasks that only their examples reveal.
+
+Each task is a rule from embedded_rules.py (e.g. "the line contains 'love' or
+'death'") and a verbalizer: two label words drawn from a pool of common words,
+shown as options after the line, e.g.
+
+  input:  "What light through yonder window breaks? Options: tiger, candle"
+  output: "candle"
+
+Why zero-shot is at chance by construction: every rule instance yields two
+mirrored tasks with the same inputs (and the same options, in the same order)
+but opposite label words. A model that does not read the few-shot examples
+gives the same answer to a query in both mirrors, so it is right in exactly one
+of them: its accuracy over a mirrored pair is exactly 50%, whatever it learned.
+The same holds for a shared prefix. Reading the examples is the only way up.
+
+Why held-out tasks test reading rather than memory: the held-out label words,
+keywords and start words come from pools disjoint from the training tasks'
+(and no held-out label word occurs anywhere in a training task); held-out lines
+come from the validation works of the corpus.
+
+Why it is learnable by a tiny model: inputs are short (lines of 4-10 words and
+at most 18 tokens, plus the options), classes are balanced, the rules are surface
+features, and the options are in the input, so the downstream model can copy
+the answer instead of having to produce a word it never saw as a label.
+
+Defaults (`BenchmarkConfig`): 160 training rules -> 320 training tasks of 96
+examples (48 per class); 10 held-out rules -> 20 held-out tasks, each with a
+fixed set of 16 few-shot examples (8 per class, in a fixed random order) and
+64 queries (32 per class). Pools: 98 label words (24 held out), 55 keywords
+(8 held out), 39 start words (6 held out). Inputs are 10-28 tokens of the
+embedded vocabulary (median 18); a held-out context of 16 examples is about 400
+tokens. Everything follows from the seed.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+from typing import Sequence
+
+import numpy as np
+
+from hypert5_tasks import embedded_corpus
+from hypert5_tasks import embedded_rules as rules_lib
+from hypert5_tasks import fewshot
+from hypert5_tasks import forms
+from hypert5_tasks import records as records_lib
+from hypert5_tasks import sources
+from hypert5_tasks import vocab as vocab_lib
+
+NAME = "embedded_fewshot"
+MAX_LINE_TOKENS = 18
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+  seed: int = 0
+  num_train_rules: int = 160
+  num_heldout_rules: int = 10
+  train_examples_per_class: int = 48
+  heldout_shots_per_class: int = 8
+  heldout_queries_per_class: int = 32
+  num_heldout_label_words: int = 24
+  num_heldout_keywords: int = 8
+  num_heldout_start_words: int = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  input: str
+  output: str
+  label: int  # index of `output` in the task's choices
+  line: str  # the verse line it was made from
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedTask:
+  """One task: `examples` are its training examples (train) or its queries (test)."""
+  name: str
+  split: str  # "train" or "test"
+  rule: rules_lib.Rule
+  choices: tuple[str, str]
+  orientation: int  # class c is answered by choices[c ^ orientation]
+  examples: tuple[Example, ...]
+  shots: tuple[Example, ...] = ()  # test tasks: the fixed few-shot set
+
+  @property
+  def mirror_name(self) -> str:
+    return self.name[:-1] + str(1 - self.orientation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  config: BenchmarkConfig
+  train_tasks: tuple[GeneratedTask, ...]
+  heldout_tasks: tuple[GeneratedTask, ...]
+  heldout_label_words: frozenset[str]
+  heldout_keywords: frozenset[str]
+  heldout_start_words: frozenset[str]
+
+
+class _LineIndex:
+  """Usable lines of one corpus split, unique by text, with lookups per rule family.
+
+  Lines longer than MAX_LINE_TOKENS pieces of the embedded vocabulary (4 more
+  with the speaker's name) are left out, so an input with its options stays
+  under 32 tokens.
+  """
+
+  def __init__(self, split: str):
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    pieces = spm.SentencePieceProcessor(model_file=str(vocab_lib.EMBEDDED_VOCAB_PATH))
+    self.lines = []
+    self.by_word = collections.defaultdict(set)
+    self.by_first = collections.defaultdict(set)
+    self._candidates = {}
+    seen = set()
+    for work in embedded_corpus.works_in(split):
+      for line in embedded_corpus.verse_lines(work):
+        words = rules_lib.words_of(line.text)
+        if line.text in seen or not rules_lib.usable(line, words):
+          continue
+        with_speaker = f"{line.speaker}: {line.text}" if line.speaker else line.text
+        if (len(pieces.encode(line.text)) > MAX_LINE_TOKENS
+            or len(pieces.encode(with_speaker)) > MAX_LINE_TOKENS + 4):
+          continue
+        seen.add(line.text)
+        for word in words:
+          self.by_word[word].add(len(self.lines))
+        self.by_first[rules_lib.first_word(line.text)].add(len(self.lines))
+        self.lines.append(line)
+
+  def candidates(self, rule: rules_lib.Rule) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Line ids that can be class 0 / class 1 examples of `rule`, sorted."""
+    if rule not in self._candidates:
+      self._candidates[rule] = self._find_candidates(rule)
+    return self._candidates[rule]
+
+  def _find_candidates(self, rule: rules_lib.Rule) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if rule.family == "keyword":
+      a, b = (self.by_word.get(w, set()) for w in rule.params)
+      return tuple(sorted(a - b)), tuple(sorted(b - a))
+    if rule.family == "starts_with":
+      zero = self.by_first.get(rule.params[0], set())
+      return tuple(sorted(zero)), tuple(i for i in range(len(self.lines)) if i not in zero)
+    by_class = ([], [])
+    for i, line in enumerate(self.lines):
+      for c in rule.classes(line):
+        by_class[c].append(i)
+    return tuple(by_class[0]), tuple(by_class[1])
+
+  def has(self, rule: rules_lib.Rule, per_class: int) -> bool:
+    zero, one = self.candidates(rule)
+    if rule.family == "speaker":  # both classes share one pool
+      return len(zero) >= 2 * per_class
+    return min(len(zero), len(one)) >= per_class
+
+  def sample(self, rule: rules_lib.Rule, per_class: int,
+             rng: np.random.Generator) -> list[tuple[embedded_corpus.VerseLine, int]]:
+    """per_class distinct lines of each class, as (line, class), in random order."""
+    zero, one = self.candidates(rule)
+    if rule.family == "speaker":
+      picked = rng.choice(len(zero), size=2 * per_class, replace=False)
+      chosen = [(zero[i], c) for c, half in enumerate((picked[:per_class], picked[per_class:]))
+                for i in half]
+    else:
+      chosen = [(pool[i], c) for c, pool in enumerate((zero, one))
+                for i in rng.choice(len(pool), size=per_class, replace=False)]
+    order = rng.permutation(len(chosen))
+    return [(self.lines[chosen[i][0]], chosen[i][1]) for i in order]
+
+
+def _render_input(rule, line, label, choices) -> str:
+  # Each option follows a space, so it tokenizes exactly as the output word does.
+  return f"{rule.render(line, label)} Options: {choices[0]}, {choices[1]}"
+
+
+def _examples(rule, sampled, choices, orientation) -> tuple[Example, ...]:
+  return tuple(Example(input=_render_input(rule, line, c, choices),
+                       output=choices[c ^ orientation], label=c ^ orientation, line=line.text)
+               for line, c in sampled)
+
+
+def _partition(pool: Sequence[str], count: int, eligible, rng) -> tuple[list[str], list[str]]:
+  """(held-out, train) parts of a pool: `count` random eligible words are held out."""
+  shuffled = [pool[i] for i in rng.permutation(len(pool))]
+  heldout = [w for w in shuffled if eligible(w)][:count]
+  if len(heldout) < count:
+    raise ValueError(f"only {len(heldout)} of {count} held-out words have enough lines")
+  return heldout, [w for w in pool if w not in heldout]
+
+
+def _draw_rule(family: str, keywords: Sequence[str], start_words: Sequence[str],
+               index: _LineIndex, per_class: int, rng: np.random.Generator,
+               exclude=frozenset()) -> rules_lib.Rule:
+  """A rule of `family`, parameters from the given pools, with enough lines, not in `exclude`.
+
+  Non-parametric families are exempt from `exclude` (there is only one such rule).
+  """
+  for _ in range(1000):
+    if family == "keyword":
+      rule = rules_lib.Rule(family, tuple(str(w) for w in rng.choice(keywords, 2, replace=False)))
+    elif family == "starts_with":
+      rule = rules_lib.Rule(family, (str(rng.choice(start_words)),))
+    elif family == "length":
+      rule = rules_lib.Rule(family, (int(rng.choice(rules_lib.LENGTH_THRESHOLDS)),))
+    else:
+      rule = rules_lib.Rule(family)
+    if (not rule.params or rule not in exclude) and index.has(rule, per_class):
+      return rule
+  raise ValueError(f"no {family} rule with {per_class} lines per class")
+
+
+def _mirrored_tasks(name: str, split: str, rule, choices, sampled, shots_sampled=()):
+  return tuple(
+      GeneratedTask(name=f"{name}_m{o}", split=split, rule=rule, choices=choices, orientation=o,
+                    examples=_examples(rule, sampled, choices, o),
+                    shots=_examples(rule, shots_sampled, choices, o))
+      for o in (0, 1))
+
+
+def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
+  """The benchmark for `config`: the same tasks and examples on every call and machine."""
+  return _generate(config)
+
+
+@functools.cache  # keyed by the config alone, however generate() was called
+def _generate(config: BenchmarkConfig) -> Benchmark:
+  rules_lib.check_pools()
+  train_index, heldout_index = _LineIndex("train"), _LineIndex("validation")
+  rng = np.random.default_rng([config.seed, 0])
+  heldout_need = config.heldout_shots_per_class + config.heldout_queries_per_class
+
+  heldout_labels, train_labels = _partition(
+      rules_lib.LABEL_WORDS, config.num_heldout_label_words, lambda w: True, rng)
+  heldout_keywords, train_keywords = _partition(
+      rules_lib.KEYWORDS, config.num_heldout_keywords,
+      lambda w: len(heldout_index.by_word.get(w, ())) >= 2 * heldout_need, rng)
+  heldout_starts, train_starts = _partition(
+      rules_lib.START_WORDS, config.num_heldout_start_words,
+      lambda w: len(heldout_index.by_first.get(w, ())) >= 2 * heldout_need, rng)
+
+  train_tasks = []
+  for i in range(config.num_train_rules):
+    task_rng = np.random.default_rng([config.seed, 1, i])
+    family = rules_lib.FAMILIES[i % len(rules_lib.FAMILIES)]
+    rule = _draw_rule(family, train_keywords, train_starts, train_index,
+                      config.train_examples_per_class, task_rng)
+    choices = tuple(str(w) for w in task_rng.choice(train_labels, size=2, replace=False))
+    sampled = train_index.sample(rule, config.train_examples_per_class, task_rng)
+    train_tasks += _mirrored_tasks(f"{NAME}.train_{i:03d}", "train", rule, choices, sampled)
+
+  heldout_tasks, heldout_rules = [], set()
+  for j in range(config.num_heldout_rules):
+    task_rng = np.random.default_rng([config.seed, 2, j])
+    family = rules_lib.FAMILIES[j % len(rules_lib.FAMILIES)]
+    rule = _draw_rule(family, heldout_keywords, heldout_starts, heldout_index, heldout_need,
+                      task_rng, exclude=heldout_rules)
+    heldout_rules.add(rule)
+    choices = tuple(str(w) for w in task_rng.choice(heldout_labels, size=2, replace=False))
+    sampled = heldout_index.sample(rule, heldout_need, task_rng)
+    # Shots and queries are disjoint lines; each keeps both classes balanced.
+    shots, queries, taken = [], [], collections.Counter()
+    for line, c in sampled:
+      taken[c] += 1
+      (shots if taken[c] <= config.heldout_shots_per_class else queries).append((line, c))
+    heldout_tasks += _mirrored_tasks(f"{NAME}.heldout_{j:02d}", "test", rule, choices,
+                                     queries, shots)
+
+  return Benchmark(config=config, train_tasks=tuple(train_tasks),
+                   heldout_tasks=tuple(heldout_tasks),
+                   heldout_label_words=frozenset(heldout_labels),
+                   heldout_keywords=frozenset(heldout_keywords),
+                   heldout_start_words=frozenset(heldout_starts))
+
+
+def fewshot_context(task: GeneratedTask) -> list[str]:
+  """The fixed context of a held-out task: its shots as formatted pairs."""
+  return [fewshot.format_pair(e.input, e.output) for e in task.shots]
+
+
+# ---------------------------------------------------------------------------
+# SeqIO tasks: `embedded_fewshot.train` holds all training tasks (grouped by
+# task_name when contexts are drawn); each held-out task is its own SeqIO task.
+
+TRAIN_TASK = f"{NAME}.train"
+TRAIN_MIXTURE = "embedded_fewshot_train"
+TEST_MIXTURE = "embedded_fewshot_test"
+
+
+def _train_reader(config: BenchmarkConfig):
+  def read(split, shuffle, seed, shard):
+    del split  # the only split
+    tasks = shard.slice(generate(config).train_tasks)  # whole tasks per host
+    records = [records_lib.make_record(t.name, e.input, e.output, answer_choices=t.choices,
+                                       label=e.label)
+               for t in tasks for e in t.examples]
+    return records_lib.records_dataset(records, shuffle, seed)
+  return read
+
+
+def _heldout_reader(config: BenchmarkConfig, index: int):
+  def read(split, shuffle, seed, shard):
+    del split, shuffle, seed  # evaluation order is fixed
+    task = generate(config).heldout_tasks[index]
+    context = fewshot_context(task)
+    return records_lib.records_dataset(
+        [records_lib.make_record(task.name, e.input, e.output, answer_choices=task.choices,
+                                 label=e.label, context=context)
+         for e in shard.slice(task.examples)])
+  return read
+
+
+def heldout_task_names(config: BenchmarkConfig = BenchmarkConfig()) -> list[str]:
+  """Names of the held-out tasks, known without generating the benchmark."""
+  return [f"{NAME}.heldout_{j:02d}_m{o}" for j in range(config.num_heldout_rules) for o in (0, 1)]
+
+
+def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
+  """Registers the training task, the held-out tasks and the mixtures; generates nothing."""
+  vocabulary = vocab_lib.embedded_vocabulary()
+  forms.add_task(
+      TRAIN_TASK,
+      sources.ReaderSource(_train_reader(config), ("train",), "embedded few-shot training tasks"),
+      vocabulary,
+      context_preprocessors=[functools.partial(fewshot.draw_within_task,
+                                               num_shots=fewshot.NUM_SHOTS)])
+  names = heldout_task_names(config)
+  for index, name in enumerate(names):
+    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("test",),
+                                              f"embedded held-out task {name}"), vocabulary)
+  forms.add_mixture(TRAIN_MIXTURE, [TRAIN_TASK])
+  forms.add_mixture(TEST_MIXTURE, names)

@@ -1,0 +1,131 @@
+"""Few-shot contexts (paper section 5.1): which examples the hypermodel reads, and how.
+
+Format. Each few-shot example is one segment, "Input: {x} Output: {y}";
+segments are joined with a space. A context holds up to 16 examples.
+
+Truncation. A context must fit the hypermodel's input length (minus the EOS).
+We keep the longest run of leading segments that fits and drop the rest:
+trailing examples are dropped whole, never cut in half, so the hypermodel never
+sees a half example whose output is missing. Only when the first segment alone
+is too long is it cut (a hypermodel with an empty input would learn nothing);
+for the concatenated baseline the query always wins and no context segment is
+cut (see forms.py).
+
+Drawing. Two ways, both deterministic given the seed:
+  `draw_within_task` (training): records of one task are grouped k+1 at a time
+    in stream order, after the source's seeded shuffle; each record's context is
+    the other k records of its group (minus any copy of itself), so never the
+    record itself and always the same task. Groups are re-formed every epoch
+    when the source reshuffles. A record left alone in the last group of a
+    finite stream has no context and is dropped.
+  fixed contexts (held-out evaluation: MetaICL seeds, P3 held-out, the embedded
+    held-out tasks): the reader attaches the same k examples to every query of a
+    task, chosen with `choose_fixed`, so the evaluator generates phi once per task.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, TypeVar
+
+import numpy as np
+import tensorflow as tf
+
+from hypert5_tasks import records as records_lib
+
+NUM_SHOTS = 16
+PAIR_INPUT = "Input: "
+PAIR_OUTPUT = " Output: "
+SEGMENT_SEPARATOR = " "
+
+T = TypeVar("T")
+
+
+def format_pair(x: str, y: str) -> str:
+  """One few-shot example as a context segment."""
+  return f"{PAIR_INPUT}{x}{PAIR_OUTPUT}{y}"
+
+
+def format_pairs_tf(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
+  """`format_pair` over string tensors of equal shape."""
+  return tf.strings.join([PAIR_INPUT, xs, PAIR_OUTPUT, ys])
+
+
+def format_query(x: str | tf.Tensor):
+  """The query as the concatenated baseline shows it, after its context: "Input: x Output:"."""
+  if isinstance(x, str):
+    return f"{PAIR_INPUT}{x}{PAIR_OUTPUT.rstrip()}"
+  return tf.strings.join([PAIR_INPUT, x, PAIR_OUTPUT.rstrip()])
+
+
+def choose_fixed(pool: Sequence[T], k: int, seed: int, what: str) -> list[T]:
+  """k items of `pool` drawn without replacement by `seed`, in pool order.
+
+  Raises ValueError naming `what` (a file, a task) when the pool has fewer than k.
+  """
+  if len(pool) < k:
+    raise ValueError(f"{what}: needs {k} few-shot examples but has only {len(pool)}")
+  chosen = np.random.default_rng(seed).choice(len(pool), size=k, replace=False)
+  return [pool[i] for i in sorted(chosen)]
+
+
+@tf.autograph.experimental.do_not_convert
+def _task_key(record) -> tf.Tensor:
+  # Fingerprint hash: collisions among a few thousand task names are ~1e-12 likely.
+  return tf.strings.to_hash_bucket_fast(record["task_name"], 2**62)
+
+
+@tf.autograph.experimental.do_not_convert
+def _leave_one_out(group):
+  """A group of n records of one task, batched -> the same, each with the others as context.
+
+  "The others" are compared by content, not position: a copy of the record
+  itself (a duplicate in the data, or the same example from the next epoch,
+  since groups run across epoch boundaries) is never in its context either.
+  """
+  n = tf.shape(group["input"])[0]
+  pairs = format_pairs_tf(group["input"], group["target"])  # [n]
+  others = tf.not_equal(pairs[:, None], pairs[None, :])  # [n, n]; False on the diagonal
+  context = tf.ragged.boolean_mask(tf.tile(pairs[None], [n, 1]), others)  # [n, <= n-1]
+  return {**group, records_lib.CONTEXT: context}
+
+
+def draw_within_task(dataset: tf.data.Dataset, num_shots: int = NUM_SHOTS) -> tf.data.Dataset:
+  """Attaches to each record a context of up to `num_shots` other records of its task."""
+  group_size = num_shots + 1
+  groups = dataset.group_by_window(
+      key_func=_task_key,
+      reduce_func=tf.autograph.experimental.do_not_convert(
+          lambda _, window: window.ragged_batch(group_size)),
+      window_size=group_size)
+  with_context = groups.map(_leave_one_out).unbatch().map(records_lib.densify)
+  return with_context.filter(tf.autograph.experimental.do_not_convert(
+      lambda r: tf.size(r[records_lib.CONTEXT]) > 0))
+
+
+def count_fitting(lengths: tf.Tensor, budget: int | None, keep_first: bool) -> tf.Tensor:
+  """How many leading segments of these token lengths fit in `budget` tokens.
+
+  lengths: [S] int. None budget keeps all. With keep_first, at least one
+  segment is kept (it is then cut by the caller).
+  """
+  num_segments = tf.size(lengths)
+  if budget is None:
+    return num_segments
+  fits = tf.cumsum(lengths) <= budget  # prefix-closed since lengths >= 0
+  kept = tf.reduce_sum(tf.cast(fits, tf.int32))
+  if keep_first:
+    kept = tf.maximum(kept, tf.minimum(num_segments, 1))
+  return kept
+
+
+def fit_segments(segment_ids: tf.RaggedTensor, budget: int | None, keep_first: bool):
+  """Concatenates the leading segments that fit in `budget` tokens.
+
+  segment_ids: [S, None] int32 token ids of each segment.
+  Returns (ids [<= budget] int32, number of segments kept).
+  """
+  kept = count_fitting(tf.cast(segment_ids.row_lengths(), tf.int32), budget, keep_first)
+  ids = segment_ids[:kept].flat_values
+  if budget is not None:
+    ids = ids[:budget]  # only cuts when the first segment alone is too long
+  return ids, kept

@@ -1,0 +1,119 @@
+"""The input pipeline the train and eval loops call: one shard of a mixture, as batches.
+
+    ds = get_dataset("embedded_fewshot_train",
+                     {"hyper_inputs": 512, "inputs": 64, "targets": 8},
+                     split="train", shard_index=jax.process_index(),
+                     num_shards=jax.process_count(), seed=0, batch_size=32)
+
+Determinism. The stream is a function of (mixture, lengths, split, seed, shard):
+sources shuffle with the seed, few-shot groups follow the stream, seqio's
+shuffle buffers and mixture sampling take the seed, and every tf.data stage
+keeps its order. Each process reads only its shard (sources.py).
+
+Resuming. Two ways, both exact:
+  - skip: rebuild with the same arguments and `ds.skip(num_batches_done)`;
+    works for every mixture (it replays the skipped input, costing time).
+  - checkpoint: `save_iterator_state(iterator, path)` next to the model and
+    `restore_iterator_state(iterator, path)` into an iterator of the rebuilt
+    dataset; instant, but only for pipelines made of tf.data ops: the embedded
+    tasks, MetaICL, S-NI and C4. P3 streams its files through a Python generator,
+    which tf.data cannot checkpoint; resume P3 by skipping.
+
+Rank classification. `rank_classification=True` turns every example with
+answer choices into one row per choice (targets = that choice), with
+example_index, choice_index and is_correct kept in the batch; score each row
+by its summed target log-likelihood and pick the best choice per example.
+Evaluate a mixture task by task (`seqio.get_mixture_or_task(name).tasks`):
+each held-out task has one fixed few-shot set, so one phi per task.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import seqio
+import tensorflow as tf
+
+from hypert5_tasks import feature_converter as converter_lib
+from hypert5_tasks import forms
+
+
+def process_shard() -> tuple[int, int]:
+  """(shard_index, num_shards) of this JAX process."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index(), jax.process_count()
+
+
+def expand_answer_choices(dataset: tf.data.Dataset, vocabulary: seqio.Vocabulary,
+                          max_target_length: int | None = None) -> tf.data.Dataset:
+  """Examples with C answer choices -> C rows whose targets are the choices (EOS-terminated).
+
+  Adds example_index (position in this stream), choice_index and is_correct;
+  examples without choices are dropped.
+  """
+  eos = tf.constant([vocabulary.eos_id], tf.int32)
+
+  @tf.autograph.experimental.do_not_convert
+  def rows(example_index, example):
+    choices = example["answer_choices"]
+
+    @tf.autograph.experimental.do_not_convert
+    def row(choice_index):
+      choice_index = tf.cast(choice_index, tf.int32)
+      ids = vocabulary.encode_tf(choices[choice_index])
+      if max_target_length:
+        ids = ids[:max_target_length - 1]
+      out = dict(example)
+      out.update(targets=tf.concat([ids, eos], 0), targets_pretokenized=choices[choice_index],
+                 example_index=example_index, choice_index=choice_index,
+                 is_correct=tf.cast(tf.equal(choice_index, example["label"]), tf.int32))
+      return out
+
+    return tf.data.Dataset.range(tf.size(choices, out_type=tf.int64)).map(row)
+
+  return dataset.enumerate().flat_map(rows)
+
+
+def get_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
+                split: str = "train", *, shard_index: int = 0, num_shards: int = 1,
+                seed: int = 0, shuffle: bool = True, pack: bool = False, form: str = "hyper",
+                num_epochs: int | None = None, batch_size: int | None = None,
+                drop_remainder: bool = True, keep_features: Sequence[str] = (),
+                rank_classification: bool = False) -> tf.data.Dataset:
+  """Model features of one shard of a mixture (or task), optionally batched.
+
+  form: "hyper", "concat" or "xonly" picks the mixture variant (name + suffix,
+  see forms.py); a name that already names a variant is used as is. Variants
+  without hyper inputs are converted with `HyperFeatureConverter(hyper_inputs=False)`
+  and may be packed. num_epochs: None repeats forever (training); 1 for evaluation.
+  """
+  name = mixture_or_task_name
+  if form != "hyper" and not name.endswith(forms.FORM_SUFFIX[form]):
+    name = forms.name_for(name, form)
+  provider = seqio.get_mixture_or_task(name)
+  has_hyper_inputs = "hyper_inputs" in provider.output_features
+  lengths = {k: v for k, v in task_feature_lengths.items()
+             if has_hyper_inputs or k != "hyper_inputs"}
+  converter = converter_lib.HyperFeatureConverter(
+      pack=pack, hyper_inputs=has_hyper_inputs, keep_features=keep_features)
+  dataset = provider.get_dataset(
+      sequence_length=lengths, split=split, use_cached=False, shuffle=shuffle, seed=seed,
+      shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
+      num_epochs=num_epochs)
+  if rank_classification:
+    vocabulary = provider.output_features["targets"].vocabulary
+    dataset = expand_answer_choices(dataset, vocabulary, lengths.get("targets"))
+  dataset = converter(dataset, task_feature_lengths=lengths)
+  if batch_size is not None:
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+  return dataset
+
+
+def save_iterator_state(iterator, path: str) -> str:
+  """Writes a tf.data iterator's position (and shuffle buffers) to `path`; returns the path."""
+  return tf.train.Checkpoint(iterator=iterator).write(path)
+
+
+def restore_iterator_state(iterator, path: str) -> None:
+  """Moves a fresh iterator of the same pipeline to the position saved at `path`."""
+  tf.train.Checkpoint(iterator=iterator).read(path).assert_consumed()
