@@ -107,3 +107,126 @@ def check_params_fit(params, cfg: T5Config, source: str) -> None:
     if tuple(np.shape(got[key])) != tuple(want[key].shape):
       raise hf.CheckpointError(f"{source}: parameter {key!r} has shape {list(np.shape(got[key]))}"
                                f", the config needs {list(want[key].shape)}")
+
+
+# ---------------------------------------------------------------------------
+# Training checkpoints: Orbax CheckpointManager (the V0 API t5x and MaxText use:
+# per-item handlers, async saves, max_to_keep, atomic finalize by rename).
+
+META_ITEM = "meta"
+OPT_ITEM = "opt_state"
+
+
+class DamagedCheckpoint(hf.CheckpointError):
+  """A step folder whose files are incomplete (damaged outside Orbax's atomic save)."""
+
+
+class TrainCheckpointer:
+  """workdir/checkpoints/<step>/{<part>, opt_state, meta}: each trainable part of the
+  parameters is an item of its own, so a later stage can restore one part alone."""
+
+  def __init__(self, directory: str, keep: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, params: dict, opt_state, meta: dict) -> None:
+    items = {part: ocp.args.StandardSave(tree) for part, tree in params.items()}
+    items[OPT_ITEM] = ocp.args.StandardSave(opt_state)
+    items[META_ITEM] = ocp.args.JsonSave(meta)
+    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+  def check_fits(self, step: int, abstract_params: dict) -> None:
+    """Raises naming the first parameter whose shape differs from the checkpoint's."""
+    for part, abstract in abstract_params.items():
+      path = os.path.join(self.directory, str(step), part)
+      if not os.path.isdir(path):
+        raise hf.CheckpointError(f"{path}: missing; this checkpoint was written by another "
+                                 f"experiment (no '{part}' parameters)")
+      try:
+        saved = ocp.StandardCheckpointer().metadata(path)
+      except Exception as e:  # pylint: disable=broad-except
+        raise DamagedCheckpoint(f"{path}: unreadable metadata ({e})") from e
+      saved_tree = getattr(saved, "item_metadata", saved)
+      saved_tree = getattr(saved_tree, "tree", saved_tree)
+      if saved_tree is None:
+        raise DamagedCheckpoint(f"{path}: no metadata; the checkpoint is incomplete")
+      _compare_shapes(saved_tree, abstract, path)
+
+  def restore(self, step: int, abstract_params: dict, abstract_opt_state) -> tuple:
+    items = {part: ocp.args.StandardRestore(tree) for part, tree in abstract_params.items()}
+    items[OPT_ITEM] = ocp.args.StandardRestore(abstract_opt_state)
+    items[META_ITEM] = ocp.args.JsonRestore()
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    params = {part: restored[part] for part in abstract_params}
+    return params, restored[OPT_ITEM], restored[META_ITEM]
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def _compare_shapes(saved, abstract, where: str) -> None:
+  import flax
+  saved_flat = flax.traverse_util.flatten_dict(_as_dict(saved), sep="/")
+  want_flat = flax.traverse_util.flatten_dict(_as_dict(abstract), sep="/")
+  for key in sorted(set(saved_flat) | set(want_flat)):
+    if key not in saved_flat:
+      raise hf.CheckpointError(f"{where}: has no parameter {key!r}; the checkpoint belongs to a "
+                               "model of another shape")
+    if key not in want_flat:
+      raise hf.CheckpointError(f"{where}: holds parameter {key!r}, which this config's model "
+                               "does not have")
+    saved_shape = tuple(getattr(saved_flat[key], "shape", ()))
+    want_shape = tuple(want_flat[key].shape)
+    if saved_shape != want_shape:
+      raise hf.CheckpointError(f"{where}: parameter {key!r} has shape {list(saved_shape)} in the "
+                               f"checkpoint but {list(want_shape)} in this config's model")
+
+
+def _as_dict(tree):
+  if isinstance(tree, dict):
+    return {k: _as_dict(v) for k, v in tree.items()}
+  if hasattr(tree, "items") and not hasattr(tree, "shape"):
+    return {k: _as_dict(v) for k, v in tree.items()}
+  return tree
+
+
+def find_checkpoint_dir(path: str) -> str:
+  """A workdir, its checkpoints/ folder, or one step folder -> the checkpoints folder."""
+  for candidate in (os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
+      return candidate
+  raise hf.CheckpointError(f"{path}: no training checkpoints (expected checkpoints/<step>/)")
+
+
+def restore_part(path: str, part: str, abstract, step: int | None = None):
+  """One parameter part (hyper, shared, downstream) of another run's checkpoint.
+
+  `path` is a workdir, its checkpoints/ folder, or a step folder (then `step` is implied).
+  """
+  path = os.path.abspath(path)
+  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, part)):
+    item_dir = os.path.join(path, part)
+  else:
+    directory = find_checkpoint_dir(path)
+    steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+    step = steps[-1] if step is None else step
+    item_dir = os.path.join(directory, str(step), part)
+  if not os.path.isdir(item_dir):
+    raise hf.CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
+  metadata = ocp.StandardCheckpointer().metadata(item_dir)
+  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
+  if tree is not None:
+    _compare_shapes(tree, abstract, item_dir)
+  return restore_params(item_dir, abstract)

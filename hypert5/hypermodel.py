@@ -58,27 +58,21 @@ def num_decoder_tokens(peft: peft_lib.PeftConfig, downstream: T5Config) -> int:
 
 
 class MlpHead(nn.Module):
-  """d_model -> hidden (GELU) -> out, with a chosen init for the output layer."""
+  """d_model -> hidden (GELU) -> out. The output layer's init is N(0, out_std^2)
+  scaled by fan-in ("normal" variance scaling), or zero when out_scale is 0."""
   hidden: int
   out: int
-  out_init: nn.initializers.Initializer
+  out_scale: float
   dtype: jnp.dtype
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    x = nn.DenseGeneral(self.hidden, use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                        kernel_init=nn.with_logical_partitioning(
-                            nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"),
-                            ("embed", "mlp")),
-                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+    x = t5.DenseGeneral((self.hidden,), ("embed", "mlp"), use_bias=True, dtype=self.dtype,
                         name="hidden")(x)
     x = jax.nn.gelu(x, approximate=True)
-    return nn.DenseGeneral(self.out, use_bias=True, dtype=self.dtype, param_dtype=jnp.float32,
-                           kernel_init=nn.with_logical_partitioning(self.out_init,
-                                                                    ("mlp", "hyper_out")),
-                           bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                  ("hyper_out",)),
-                           name="output")(x).astype(jnp.float32)
+    return t5.DenseGeneral((self.out,), ("mlp", "hyper_out"), use_bias=True,
+                           init_scale=self.out_scale, init_distribution="normal",
+                           dtype=self.dtype, name="output")(x).astype(jnp.float32)
 
 
 class HyperT5(nn.Module):
@@ -102,14 +96,13 @@ class HyperT5(nn.Module):
       phi_shapes = peft_lib.phi_shapes(peft, down)
       layers = phi_shapes["prefix"][0]
       out = layers * 2 * down.joined_kv
-      std = self.hyper_config.prefix_init_std / np.sqrt(hidden)
-      self.prefix_head = MlpHead(hidden, out, nn.initializers.normal(std), dtype)
+      # variance scale s^2 over fan-in `hidden`: N(0, prefix_init_std^2 / hidden).
+      self.prefix_head = MlpHead(hidden, out, self.hyper_config.prefix_init_std ** 2, dtype)
     else:
       d_in = sum(peft_lib.lora_dims(t, down)[0] for t in peft.lora_targets)
       d_out = sum(peft_lib.lora_dims(t, down)[1] for t in peft.lora_targets)
-      self.lora_a_head = MlpHead(hidden, d_in * peft.lora_rank, nn.initializers.variance_scaling(
-          1.0, "fan_in", "normal"), dtype)
-      self.lora_b_head = MlpHead(hidden, peft.lora_rank * d_out, nn.initializers.zeros, dtype)
+      self.lora_a_head = MlpHead(hidden, d_in * peft.lora_rank, 1.0, dtype)
+      self.lora_b_head = MlpHead(hidden, peft.lora_rank * d_out, 0.0, dtype)
 
   def __call__(self, hyper_tokens: Array, *, deterministic: bool = True) -> dict:
     """hyper_tokens: [b, s] few-shot text -> phi with batch axis b."""

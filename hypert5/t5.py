@@ -38,17 +38,47 @@ NEG_INF = -1e10  # additive mask value, finite so fully masked rows stay NaN-fre
 # Initializers (Mesh TensorFlow / t5x conventions).
 
 
-def _fan_in_normal(scale: float = 1.0, in_axis=-2, out_axis=-1):
-  return nn.initializers.variance_scaling(scale, "fan_in", "truncated_normal",
-                                          in_axis=in_axis, out_axis=out_axis)
-
-
 def _logical(init, axes):
   return nn.with_logical_partitioning(init, axes)
 
 
 # ---------------------------------------------------------------------------
 # Building blocks.
+
+
+class DenseGeneral(nn.Module):
+  """x[..., *in] @ kernel[*in, *features], kernel logically named by `axes`.
+
+  Our own (not nn.DenseGeneral) so the kernel is created in its final shape:
+  Flax's version initializes a flattened kernel, whose logical constraint
+  fails under an active mesh. fan_in spans all contracted dims.
+  """
+  features: tuple[int, ...]
+  axes: tuple[str, ...]
+  in_dims: int = 1
+  init_scale: float = 1.0  # 0 makes a zero-initialized kernel
+  init_distribution: str = "truncated_normal"
+  use_bias: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_shape = x.shape[x.ndim - self.in_dims:]
+    shape = tuple(in_shape) + tuple(self.features)
+    if self.init_scale == 0:
+      init = nn.initializers.zeros
+    else:
+      init = nn.initializers.variance_scaling(
+          self.init_scale, "fan_in", self.init_distribution,
+          in_axis=tuple(range(self.in_dims)), out_axis=tuple(range(self.in_dims, len(shape))))
+    kernel = self.param("kernel", _logical(init, self.axes), shape, jnp.float32)
+    contract = (tuple(range(x.ndim - self.in_dims, x.ndim)), tuple(range(self.in_dims)))
+    y = jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype), (contract, ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", _logical(nn.initializers.zeros, self.axes[self.in_dims:]),
+                        tuple(self.features), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
 
 
 class RMSNorm(nn.Module):
@@ -153,18 +183,13 @@ class Attention(nn.Module):
 
   def setup(self):
     cfg = self.config
-    head_shape = (cfg.num_heads, cfg.d_kv)
-    dense = functools.partial(nn.DenseGeneral, use_bias=False, dtype=cfg.compute_dtype,
-                              param_dtype=jnp.float32)
+    heads = (cfg.num_heads, cfg.d_kv)
+    dense = functools.partial(DenseGeneral, dtype=cfg.compute_dtype)
     # 1/sqrt(d_kv) lives in the query init (Mesh TF), so attention is unscaled.
-    self.query = dense(head_shape, kernel_init=_logical(
-        _fan_in_normal(1.0 / cfg.d_kv), ("embed", "heads", "kv")))
-    self.key = dense(head_shape, kernel_init=_logical(
-        _fan_in_normal(), ("embed", "heads", "kv")))
-    self.value = dense(head_shape, kernel_init=_logical(
-        _fan_in_normal(), ("embed", "heads", "kv")))
-    self.out = dense(cfg.d_model, axis=(-2, -1), kernel_init=_logical(
-        _fan_in_normal(), ("heads", "kv", "embed")))
+    self.query = dense(heads, ("embed", "heads", "kv"), init_scale=1.0 / cfg.d_kv)
+    self.key = dense(heads, ("embed", "heads", "kv"))
+    self.value = dense(heads, ("embed", "heads", "kv"))
+    self.out = dense((cfg.d_model,), ("heads", "kv", "embed"), in_dims=2)
     self.dropout = nn.Dropout(cfg.dropout_rate) if cfg.dropout_rate > 0 else None
 
   def _project(self, dense, name: str, x: Array, peft: dict | None) -> Array:
@@ -216,18 +241,16 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, deterministic: bool) -> Array:
     cfg = self.config
-    dense = functools.partial(nn.DenseGeneral, use_bias=False, dtype=cfg.compute_dtype,
-                              param_dtype=jnp.float32)
-    wi_init = _logical(_fan_in_normal(), ("embed", "mlp"))
+    wi = functools.partial(DenseGeneral, (cfg.d_ff,), ("embed", "mlp"), dtype=cfg.compute_dtype)
     if cfg.feed_forward_proj == "gated-gelu":
-      gate = jax.nn.gelu(dense(cfg.d_ff, kernel_init=wi_init, name="wi_0")(x), approximate=True)
-      hidden = gate * dense(cfg.d_ff, kernel_init=wi_init, name="wi_1")(x)
+      gate = jax.nn.gelu(wi(name="wi_0")(x), approximate=True)
+      hidden = gate * wi(name="wi_1")(x)
     else:
-      hidden = jax.nn.relu(dense(cfg.d_ff, kernel_init=wi_init, name="wi")(x))
+      hidden = jax.nn.relu(wi(name="wi")(x))
     hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))  # [b, t, mlp]
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
-    return dense(cfg.d_model, kernel_init=_logical(_fan_in_normal(), ("mlp", "embed")),
-                 name="wo")(hidden)
+    return DenseGeneral((cfg.d_model,), ("mlp", "embed"), dtype=cfg.compute_dtype,
+                        name="wo")(hidden)
 
 
 def _residual_constraint(x: Array) -> Array:
@@ -404,9 +427,8 @@ class T5(nn.Module):
     self.encoder = Encoder(cfg)
     self.decoder = Decoder(cfg)
     if not cfg.tie_word_embeddings:
-      self.logits_dense = nn.DenseGeneral(
-          cfg.vocab_size, use_bias=False, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-          kernel_init=_logical(_fan_in_normal(), ("embed", "vocab")))
+      self.logits_dense = DenseGeneral((cfg.vocab_size,), ("embed", "vocab"),
+                                       dtype=cfg.compute_dtype)
 
   def _layer_peft(self, phi, batch_size: int):
     """phi -> ({"encoder": ..., "decoder": ...} stacked per layer, P_self, P_cross)."""

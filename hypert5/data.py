@@ -1,0 +1,93 @@
+"""Batches for the train loop: SeqIO mixtures (hypert5_tasks) or synthetic tokens.
+
+Each process reads only its shard and yields its slice of the global batch as
+numpy arrays. The stream is a pure function of (config, shard, position), so a
+resumed run continues with exactly the batches it would have seen: the position
+saved with each checkpoint is the number of batches consumed. TensorFlow and
+SeqIO are imported only for the `seqio` source, so the model, the train step
+and `hypert5.bench` run where they are not installed.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+
+def feature_lengths(config) -> dict[str, int]:
+  return {"hyper_inputs": config.data.hyper_inputs_length, "inputs": config.data.inputs_length,
+          "targets": config.data.targets_length}
+
+
+def train_batches(config, features: tuple[str, ...], *, local_batch_size: int, shard_index: int,
+                  num_shards: int, start_batch: int = 0, form: str = "hyper"
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """This process's batches from position `start_batch` on: {feature: [local_batch, ...]}."""
+  if config.data.source == "synthetic":
+    index = start_batch
+    while True:
+      yield synthetic_batch(config, features, local_batch_size, shard_index, index)
+      index += 1
+  if config.data.source != "seqio":
+    raise ValueError(f"config.data.source={config.data.source!r}: expected seqio or synthetic")
+  from hypert5_tasks import pipeline  # pylint: disable=import-outside-toplevel
+  check_vocabulary(config.data.mixture, form, config.model.vocab_size)
+  dataset = pipeline.get_dataset(
+      config.data.mixture, feature_lengths(config), split=config.data.split,
+      shard_index=shard_index, num_shards=num_shards, seed=config.seed, shuffle=True,
+      pack=config.data.pack, form=form, batch_size=local_batch_size)
+  # Skipping replays the input pipeline up to the saved position: exact for every mixture.
+  for batch in dataset.skip(start_batch).as_numpy_iterator():
+    yield {k: batch[k] for k in features}
+
+
+def synthetic_batch(config, features, batch_size: int, shard_index: int, index: int
+                    ) -> dict[str, np.ndarray]:
+  """Random tokens, a deterministic function of (seed, shard, batch index).
+
+  Inputs are padded to random lengths so masking is exercised; targets end in EOS.
+  """
+  rng = np.random.default_rng([config.seed, shard_index, index])
+  vocab = config.model.vocab_size
+  lengths = feature_lengths(config)
+
+  def tokens(length, min_fill):
+    ids = rng.integers(2, vocab, (batch_size, length), dtype=np.int32)
+    fill = rng.integers(max(1, int(length * min_fill)), length + 1, batch_size)
+    ids[np.arange(length)[None, :] >= fill[:, None]] = 0
+    ids[np.arange(batch_size), fill - 1] = 1  # EOS
+    return ids
+
+  targets = tokens(lengths["targets"], 0.5)
+  batch = {
+      "hyper_encoder_input_tokens": tokens(lengths["hyper_inputs"], 0.75),
+      "encoder_input_tokens": tokens(lengths["inputs"], 0.5),
+      "decoder_target_tokens": targets,
+      "decoder_input_tokens": np.concatenate(
+          [np.zeros((batch_size, 1), np.int32), targets[:, :-1]], axis=1),
+      "decoder_loss_weights": (targets > 0).astype(np.float32),
+  }
+  if "encoder_segment_ids" in features:  # synthetic rows are single segments
+    for name in ("encoder", "decoder"):
+      key = "encoder_input_tokens" if name == "encoder" else "decoder_target_tokens"
+      batch[f"{name}_segment_ids"] = (batch[key] > 0).astype(np.int32)
+      batch[f"{name}_positions"] = np.broadcast_to(
+          np.arange(batch[key].shape[1], dtype=np.int32), batch[key].shape).copy()
+  return {k: batch[k] for k in features}
+
+
+def check_vocabulary(mixture: str, form: str, model_vocab_size: int) -> None:
+  """A mixture whose token ids exceed the model's embedding table is an error, not NaNs."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+  name = mixture if form == "hyper" or mixture.endswith(forms.FORM_SUFFIX[form]) else (
+      forms.name_for(mixture, form))
+  try:
+    provider = seqio.get_mixture_or_task(name)
+  except ValueError as e:
+    raise ValueError(f"config.data.mixture={mixture!r} (form {form!r}): {e}") from e
+  size = provider.output_features["targets"].vocabulary.vocab_size
+  if size > model_vocab_size:
+    raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
+                     f"config.model.vocab_size={model_vocab_size}")

@@ -1,0 +1,195 @@
+"""What an experiment config builds: the models, which parameters train, the loss.
+
+One table says it all (`TRAINABLE`): every stage and baseline of the paper is
+the same downstream T5 with a different source of phi and a different set of
+trainable parameters. Frozen parameters are a separate argument of the step
+and never enter the optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from hypert5 import hypermodel, partitioning, t5
+from hypert5 import peft as peft_lib
+from hypert5.optim import default_optimizer_config
+from hypert5.t5_config import T5Config, get_size
+
+# experiment -> (parameter groups that train, where phi comes from)
+TRAINABLE = {
+    "lm": (("downstream",), None),  # (pre)training the downstream T5 itself
+    "t5_mtf": (("downstream",), None),  # T5-MTF: full fine-tuning on x alone
+    "t5_mtf_fewshot": (("downstream",), None),  # T5-MTF-Few-shot: on the concatenation
+    "hyper": (("hyper",), "hyper"),  # HyperT5: hyperpretraining and MTF
+    "hyper_plus": (("hyper", "downstream"), "hyper"),  # HyperT5+: both trained
+    "shared_peft": (("shared",), "shared"),  # prefix tuning / LoRA baselines
+    "peft_finetune": (("shared",), "shared"),  # one task's PEFT, any init (section 6)
+}
+DATA_FORMS = {"lm": "xonly", "t5_mtf": "xonly", "t5_mtf_fewshot": "concat", "hyper": "hyper",
+              "hyper_plus": "hyper", "shared_peft": "xonly", "peft_finetune": "xonly"}
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The schema every config file fills in (`--config.KEY=VALUE` overrides any key)."""
+  c = ml_collections.ConfigDict()
+  c.experiment = "hyper"
+  c.model = get_size("tiny").to_dict()
+  c.peft = dict(kind="prefix", prefix_length=32, cross_prefix=False, lora_rank=32,
+                lora_alpha=32.0, lora_targets=("q", "v"))
+  c.hyper = hypermodel.HyperConfig().to_dict()
+  c.init = dict(
+      downstream_checkpoint="",  # native or HuggingFace T5; "" = random init from `seed`
+      hyper_checkpoint="",  # a previous run (workdir) whose `hyper` params start this one
+      peft="random",  # peft_finetune: random | shared | hyper
+      peft_checkpoint="",  # shared: a shared_peft run; hyper: a hyper run
+      peft_examples="",  # hyper: jsonl of {input, output} few-shot examples
+  )
+  c.data = dict(
+      source="seqio",  # seqio (hypert5_tasks mixtures) | synthetic (random tokens)
+      mixture="embedded_fewshot_train", split="train", form="",  # "" = the experiment's
+      hyper_inputs_length=512, inputs_length=128, targets_length=32, pack=False,
+      shuffle_buffer=10_000)
+  c.batch_size = 32
+  c.optimizer = default_optimizer_config()
+  c.total_steps = 1000
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.log_every = 50
+  c.seed = 0
+  c.mesh_shape = (-1,)
+  c.mesh_axes = ("data",)
+  c.logical_axis_rules = partitioning.DEFAULT_RULES
+  c.eval_every = 0  # 0 = no evaluation during training
+  c.eval = dict(mixture="", split="test", batch_size=32, max_examples=0)
+  return ml_collections.ConfigDict(c)
+
+
+def t5_config(config) -> T5Config:
+  return T5Config.from_dict(dict(config.model), source="config.model")
+
+
+def peft_config(config) -> peft_lib.PeftConfig | None:
+  if TRAINABLE[config.experiment][1] is None:
+    return None
+  return peft_lib.PeftConfig.from_dict(dict(config.peft), source="config.peft")
+
+
+def data_form(config) -> str:
+  return config.data.form or DATA_FORMS[config.experiment]
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  """The Flax modules of one experiment (hashable: usable as jit static args)."""
+  experiment: str
+  downstream: t5.T5
+  hyper: hypermodel.HyperT5 | None
+  shared: peft_lib.SharedPeft | None
+
+  @property
+  def trainable(self) -> tuple[str, ...]:
+    return TRAINABLE[self.experiment][0]
+
+  @property
+  def frozen(self) -> tuple[str, ...]:
+    return tuple(p for p in ("downstream",) if p not in self.trainable)
+
+  @property
+  def parts(self) -> tuple[str, ...]:
+    return tuple(p for p in ("hyper", "shared", "downstream")
+                 if p == "downstream" or getattr(self, p) is not None)
+
+
+def build_models(config) -> Models:
+  if config.experiment not in TRAINABLE:
+    raise ValueError(f"config.experiment={config.experiment!r}; expected one of "
+                     f"{sorted(TRAINABLE)}")
+  cfg, peft = t5_config(config), peft_config(config)
+  source = TRAINABLE[config.experiment][1]
+  hyper = shared = None
+  if source == "hyper":
+    hyper = hypermodel.HyperT5(cfg, cfg, peft, hypermodel.HyperConfig(**dict(config.hyper)))
+  elif source == "shared":
+    shared = peft_lib.SharedPeft(peft, cfg)
+  return Models(config.experiment, t5.T5(cfg, peft), hyper, shared)
+
+
+def _init_fn(models: Models, part: str):
+  if part == "downstream":
+    return lambda rng: models.downstream.init(rng, jnp.ones((1, 1), jnp.int32),
+                                              jnp.ones((1, 1), jnp.int32))
+  if part == "hyper":
+    return lambda rng: models.hyper.init(rng, jnp.ones((1, 4), jnp.int32))
+  return lambda rng: models.shared.init(rng)
+
+
+def abstract_params(models: Models, part: str):
+  """Boxed abstract parameters of one part (shapes and logical names, no memory)."""
+  return jax.eval_shape(_init_fn(models, part), jax.random.PRNGKey(0))["params"]
+
+
+def unboxed_shapes(boxed):
+  """Abstract boxed params -> plain ShapeDtypeStructs (no constraints applied)."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, boxed,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def param_shardings(models: Models, part: str, mesh, rules):
+  specs = nn.get_partition_spec(abstract_params(models, part))
+  return partitioning.logical_to_sharding(specs, mesh, rules)
+
+
+def init_part(models: Models, part: str, rng, shardings):
+  """Initializes one part directly into its shardings (never whole on one device)."""
+  fn = jax.jit(lambda r: nn.unbox(_init_fn(models, part)(r)["params"]),
+               out_shardings=shardings)
+  return fn(rng)
+
+
+def compute_phi(models: Models, params: dict, batch: dict, *, deterministic: bool, rng=None):
+  """phi for a batch: generated per example, shared, or None (plain T5)."""
+  rngs = {"dropout": rng} if rng is not None and not deterministic else None
+  if models.hyper is not None:
+    return models.hyper.apply({"params": params["hyper"]}, batch["hyper_encoder_input_tokens"],
+                              deterministic=deterministic, rngs=rngs)
+  if models.shared is not None:
+    return models.shared.apply({"params": params["shared"]})
+  return None
+
+
+def downstream_logits(models: Models, params: dict, batch: dict, phi, *, deterministic: bool,
+                      rng=None):
+  rngs = {"dropout": rng} if rng is not None and not deterministic else None
+  packing = {k: batch[k] for k in ("encoder_segment_ids", "decoder_segment_ids",
+                                   "encoder_positions", "decoder_positions") if k in batch}
+  return models.downstream.apply(
+      {"params": params["downstream"]}, batch["encoder_input_tokens"],
+      batch["decoder_input_tokens"], phi=phi, deterministic=deterministic, rngs=rngs, **packing)
+
+
+def loss_terms(models: Models, params: dict, batch: dict, rng, *, deterministic: bool = False):
+  """(sum of token cross-entropies, sum of loss weights) for a batch."""
+  from hypert5.decoding import token_log_probs
+  phi_rng, model_rng = jax.random.split(rng)
+  phi = compute_phi(models, params, batch, deterministic=deterministic, rng=phi_rng)
+  logits = downstream_logits(models, params, batch, phi, deterministic=deterministic,
+                             rng=model_rng)
+  weights = batch["decoder_loss_weights"].astype(jnp.float32)
+  nll = -token_log_probs(logits, batch["decoder_target_tokens"])
+  return jnp.sum(nll * weights), jnp.sum(weights)
+
+
+def batch_features(models: Models, pack: bool) -> tuple[str, ...]:
+  names = ["encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+           "decoder_loss_weights"]
+  if models.hyper is not None:
+    names.insert(0, "hyper_encoder_input_tokens")
+  if pack:
+    names += ["encoder_segment_ids", "encoder_positions", "decoder_segment_ids",
+              "decoder_positions"]
+  return tuple(names)

@@ -1,0 +1,57 @@
+"""Optimizers and learning-rate schedules from the config's `optimizer` block.
+
+Gradient accumulation is not here: the train step scans over microbatches and
+applies one update, which keeps a single copy of the gradients.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import optax
+
+
+def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """constant | linear | cosine | rsqrt, each after `warmup_steps` of linear warmup."""
+  peak, warmup = opt.learning_rate, opt.warmup_steps
+  if opt.schedule == "constant":
+    main = optax.constant_schedule(peak)
+  elif opt.schedule == "linear":
+    main = optax.linear_schedule(peak, opt.end_learning_rate, max(total_steps - warmup, 1))
+  elif opt.schedule == "cosine":
+    main = optax.cosine_decay_schedule(peak, max(total_steps - warmup, 1),
+                                       alpha=opt.end_learning_rate / peak if peak else 0.0)
+  elif opt.schedule == "rsqrt":  # T5's inverse square root, flat during warmup
+    main = lambda step: peak * (max(warmup, 1) / (step + max(warmup, 1))) ** 0.5
+  else:
+    raise ValueError(f"optimizer.schedule={opt.schedule!r}: expected constant, linear, "
+                     "cosine or rsqrt")
+  if warmup <= 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """(optimizer, schedule). Adafactor follows T5's settings; AdamW is decoupled."""
+  schedule = learning_rate_schedule(opt, total_steps)
+  if opt.name == "adafactor":
+    core = optax.adafactor(schedule, decay_rate=opt.adafactor_decay_rate,
+                           multiply_by_parameter_scale=opt.adafactor_parameter_scale,
+                           clipping_threshold=None, weight_decay_rate=opt.weight_decay or None)
+  elif opt.name == "adamw":
+    core = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                       weight_decay=opt.weight_decay)
+  else:
+    raise ValueError(f"optimizer.name={opt.name!r}: expected adafactor or adamw")
+  transforms = []
+  if opt.grad_clip_norm > 0:
+    transforms.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  transforms.append(core)
+  return optax.chain(*transforms), schedule
+
+
+def default_optimizer_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0,
+      end_learning_rate=0.0, weight_decay=0.0, grad_clip_norm=1.0, grad_accum_steps=1,
+      b1=0.9, b2=0.999, eps=1e-8, adafactor_decay_rate=0.8, adafactor_parameter_scale=True))

@@ -1,0 +1,424 @@
+"""One train loop for every stage of the paper.
+
+  python -m hypert5.train --config=configs/NAME.py --workdir=DIR [--config.KEY=VALUE ...]
+
+Sections, in order: distributed setup, mesh, models and optimizer, abstract
+shapes and shardings, restore or initialize (directly into the shardings), the
+jitted step (explicit in/out shardings, donated state), and the loop (logging,
+asynchronous Orbax checkpoints, preemption, NaN stop).
+
+The workdir gets config.json (the resolved config), metrics.jsonl (one object
+per logged step), TensorBoard events under tensorboard/ and checkpoints under
+checkpoints/. A run restarted on the same workdir resumes from the latest
+complete checkpoint and sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from ml_collections import config_flags
+
+from hypert5 import checkpoints, data, experiment, hypermodel, partitioning
+from hypert5.optim import make_optimizer
+
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Where checkpoints, logs and metrics go.")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 for multi-process runs; on TPU pods and SLURM "
+                    "jax.distributed finds everything itself (see --multihost).")
+flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+flags.DEFINE_bool("multihost", None, "Call jax.distributed.initialize() (default: when on a "
+                  "TPU pod, a multi-task SLURM job, or given a coordinator address).")
+FLAGS = flags.FLAGS
+
+log = logging.getLogger("hypert5.train")
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN or Inf."""
+
+
+def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None,
+                           multihost=None) -> None:
+  """jax.distributed.initialize() when this is one process of several."""
+  if multihost is None:
+    multihost = bool(coordinator_address) or int(os.environ.get("SLURM_NTASKS", "1")) > 1 or (
+        "TPU_WORKER_HOSTNAMES" in os.environ
+        and "," in os.environ.get("TPU_WORKER_HOSTNAMES", ""))
+  if multihost:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+
+
+def _with_shardings(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
+def _count_tokens(batch: dict) -> int:
+  return int(sum(np.count_nonzero(batch[k]) for k in
+                 ("hyper_encoder_input_tokens", "encoder_input_tokens", "decoder_target_tokens")
+                 if k in batch))
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves at the current step and exits."""
+
+  def __init__(self):
+    self.requested = False
+    if jax.process_index() == 0 or jax.process_count() == 1:
+      try:
+        signal.signal(signal.SIGTERM, self._handle)
+      except ValueError:  # not the main thread (tests calling train())
+        pass
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def check(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      try:
+        return multihost_utils.reached_preemption_sync_point(step) or self.requested
+      except Exception:  # no preemption service on this platform
+        return self.requested
+    return self.requested
+
+
+def _write_config(config, workdir: str) -> None:
+  path = os.path.join(workdir, "config.json")
+  with open(path + ".partial", "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  os.replace(path + ".partial", path)
+
+
+def _set_aside_damaged(checkpointer, restored_step: int) -> None:
+  """Renames step folders newer than the one restored (damaged ones, since the
+  newest complete checkpoint is always tried first) so that saving those steps
+  again works; nothing is deleted."""
+  for step in checkpointer.all_steps():
+    if step > restored_step:
+      path = os.path.join(checkpointer.directory, str(step))
+      aside = f"{path}.damaged-{int(time.time())}"
+      os.rename(path, aside)
+      log.warning("set aside damaged checkpoint %s as %s", path, aside)
+  checkpointer.manager.reload()
+
+
+def _truncate_metrics(path: str, last_step: int) -> None:
+  """Drops logged steps after the checkpoint a resumed run starts from."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    kept = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+  with open(path + ".partial", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".partial", path)
+
+
+def initial_params(config, models, abstract, shardings, mesh, rules, parts):
+  """Fresh parameters for `parts`, each created (or loaded) into its shardings.
+
+  The downstream model is always made: the hypermodel starts as a copy of it.
+  """
+  from hypert5 import adapt  # pylint: disable=import-outside-toplevel
+  base = jax.random.PRNGKey(config.seed)
+  params = {}
+  if config.init.downstream_checkpoint:
+    _, params["downstream"], _ = checkpoints.load_model(config.init.downstream_checkpoint,
+                                                        abstract["downstream"])
+    checkpoints.check_params_fit(params["downstream"], models.downstream.config,
+                                 config.init.downstream_checkpoint)
+  else:
+    params["downstream"] = experiment.init_part(models, "downstream", jax.random.fold_in(base, 1),
+                                                shardings["downstream"])
+  if "hyper" in parts:
+    if config.init.hyper_checkpoint:
+      params["hyper"] = checkpoints.restore_part(config.init.hyper_checkpoint, "hyper",
+                                                 abstract["hyper"])
+    else:
+      fresh = jax.jit(lambda r, down: hypermodel.init_from_downstream(
+          nn.unbox(models.hyper.init(r, jnp.ones((1, 4), jnp.int32))["params"]), down),
+                      out_shardings=shardings["hyper"])
+      params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
+  if "shared" in parts:
+    params["shared"] = adapt.initial_shared_peft(config, models, params, abstract["shared"],
+                                                 shardings["shared"], mesh, rules,
+                                                 jax.random.fold_in(base, 3))
+  return {p: params[p] for p in parts}
+
+
+def make_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules):
+  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)."""
+  accum = config.optimizer.grad_accum_steps
+  dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
+
+  def sum_loss(trainable, frozen, batch, rng):
+    total, weight = experiment.loss_terms(models, {**frozen, **trainable}, batch, rng)
+    return total, weight
+
+  grad_fn = jax.value_and_grad(sum_loss, has_aux=True)
+
+  def step_fn(trainable, opt_state, step, frozen, batch):
+    rng = jax.random.fold_in(dropout_base, step)
+    if accum == 1:
+      (total, weight), grads = grad_fn(trainable, frozen, batch, rng)
+    else:
+      # Microbatch i takes rows i, i+accum, ...: every device holds part of each.
+      micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // accum, accum) + x.shape[1:])
+                           .swapaxes(0, 1), batch)
+
+      def body(carry, inputs):
+        index, microbatch = inputs
+        (t, w), g = grad_fn(trainable, frozen, microbatch, jax.random.fold_in(rng, index))
+        return jax.tree.map(jnp.add, carry, (t, w, g)), None
+
+      zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, trainable))
+      (total, weight, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+    weight = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)  # mean over the global batch's tokens
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    metrics = {"loss": total / weight, "grad_norm": optax.global_norm(grads),
+               "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+               "target_tokens": weight}
+    return trainable, opt_state, metrics
+
+  trainable_sh = {p: shardings[p] for p in models.trainable}
+  frozen_sh = {p: shardings[p] for p in models.frozen}
+  return jax.jit(
+      step_fn,
+      in_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh), frozen_sh,
+                    partitioning.batch_sharding(mesh, rules)),
+      out_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh)),
+      donate_argnums=(0, 1))
+
+
+def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
+  """Runs (or resumes) training; returns the metrics logged by this invocation.
+
+  stop_after: end (without a final checkpoint) after this many steps of this
+  invocation; tests use it to interrupt a run.
+  """
+  workdir = os.path.abspath(workdir)
+  is_chief = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  # -- Mesh -------------------------------------------------------------------
+  mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes)
+  rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
+  dp = partitioning.data_parallel_size(mesh, rules)
+  if config.batch_size % dp or config.batch_size % jax.process_count():
+    raise ValueError(f"batch_size {config.batch_size} must divide over the {dp} data-parallel "
+                     f"shards and {jax.process_count()} processes")
+  if config.batch_size % config.optimizer.grad_accum_steps:
+    raise ValueError(f"batch_size {config.batch_size} must divide into "
+                     f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
+
+  # -- Models and optimizer ---------------------------------------------------
+  models = experiment.build_models(config)
+  optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
+
+  # -- Abstract shapes and shardings (nothing allocated yet) -------------------
+  shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
+  abstract = {p: _with_shardings(experiment.unboxed_shapes(experiment.abstract_params(models, p)),
+                                 shardings[p]) for p in models.parts}
+  trainable_abstract = {p: abstract[p] for p in models.trainable}
+  opt_shapes = jax.eval_shape(optimizer.init, trainable_abstract)
+  opt_shardings = partitioning.optimizer_state_shardings(
+      optimizer, opt_shapes, trainable_abstract, {p: shardings[p] for p in models.trainable},
+      mesh)
+  opt_abstract = _with_shardings(opt_shapes, opt_shardings)
+
+  # -- Restore or initialize --------------------------------------------------
+  checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
+                                               keep=config.keep_checkpoints)
+  start_step, batches_done, trainable, opt_state = 0, 0, None, None
+  for step in reversed(checkpointer.all_steps()):
+    try:
+      # A checkpoint of another model shape is a clear error before any step.
+      checkpointer.check_fits(step, trainable_abstract)
+      trainable, opt_state, meta = checkpointer.restore(step, trainable_abstract, opt_abstract)
+    except checkpoints.hf.CheckpointError as e:
+      if not isinstance(e, checkpoints.DamagedCheckpoint):
+        raise
+      log.warning("%s; trying an older checkpoint", e)
+      continue
+    except Exception as e:  # pylint: disable=broad-except  # damaged outside Orbax's save
+      log.warning("checkpoint %d in %s cannot be restored (%s); trying an older one",
+                  step, checkpointer.directory, e)
+      continue
+    start_step, batches_done = int(meta["step"]), int(meta["batches_consumed"])
+    log.info("resumed from step %d", start_step)
+    if is_chief:
+      _set_aside_damaged(checkpointer, start_step)
+    break
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    needed = models.frozen if trainable is not None else models.parts
+    fresh = initial_params(config, models, abstract, shardings, mesh, rules, needed)
+    frozen = {p: fresh[p] for p in models.frozen}
+    if trainable is None:
+      trainable = {p: fresh[p] for p in models.trainable}
+      opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  del fresh
+
+  if is_chief:
+    _write_config(config, workdir)
+    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
+
+  # -- The step ---------------------------------------------------------------
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    step_fn = make_train_step(models, optimizer, schedule, config, shardings, opt_shardings,
+                              mesh, rules)
+
+  # -- Loop -------------------------------------------------------------------
+  local_batch = config.batch_size // jax.process_count()
+  features = experiment.batch_features(models, config.data.pack)
+  batches = data.train_batches(config, features, local_batch_size=local_batch,
+                               shard_index=jax.process_index(),
+                               num_shards=jax.process_count(), start_batch=batches_done,
+                               form=experiment.data_form(config))
+  batch_sh = partitioning.batch_sharding(mesh, rules)
+  preemption = _Preemption()
+  writer = _MetricsWriter(workdir, config, start_step) if is_chief else None
+  logged: list[dict] = []
+  last_saved = start_step if start_step else None
+  pending = None  # (step, metrics) of the previous step, checked while the next runs
+  interval_tokens, interval_start = 0, time.time()
+
+  def check(step, metrics):
+    loss = float(metrics["loss"])
+    if not math.isfinite(loss):
+      where = (f"the last good checkpoint is step {last_saved} in {checkpointer.directory}"
+               if last_saved is not None else "no checkpoint was saved")
+      raise TrainingDiverged(f"loss is {loss} at step {step}; stopping ({where})")
+    return loss
+
+  def save(step):
+    nonlocal last_saved
+    checkpointer.save(step, trainable, opt_state,
+                      {"step": step, "batches_consumed": batches_done})
+    last_saved = step
+
+  step = start_step
+  try:
+    while step < config.total_steps:
+      if preemption.check(step):
+        if last_saved != step:
+          save(step)
+        checkpointer.wait()
+        log.warning("preempted: saved step %d; exiting", step)
+        break
+      if stop_after is not None and step - start_step >= stop_after:
+        break
+      local = next(batches)
+      interval_tokens += _count_tokens(local) * jax.process_count()
+      batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in local.items()}
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        trainable, opt_state, metrics = step_fn(trainable, opt_state, jnp.int32(step), frozen,
+                                                batch)
+      batches_done += 1
+      if pending is not None:
+        check(*pending)
+      step += 1
+      pending = (step, metrics)
+      if step % config.log_every == 0 or step == config.total_steps:
+        loss = check(*pending)
+        elapsed = max(time.time() - interval_start, 1e-9)
+        entry = {"step": step, "loss": loss, "learning_rate": float(metrics["learning_rate"]),
+                 "grad_norm": float(metrics["grad_norm"]),
+                 "tokens_per_sec": interval_tokens / elapsed}
+        logged.append(entry)
+        log.info("step %d loss %.6f", step, loss)
+        if writer:
+          writer.write(entry)
+        interval_tokens, interval_start = 0, time.time()
+      if step % config.checkpoint_every == 0 or step == config.total_steps:
+        check(*pending)
+        save(step)
+    if pending is not None:
+      check(*pending)
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+    if writer:
+      writer.close()
+  return logged
+
+
+class _MetricsWriter:
+  """metrics.jsonl, TensorBoard events and the console progress bar (process 0)."""
+
+  def __init__(self, workdir: str, config, start_step: int):
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
+                    disable=not sys.stderr.isatty() and os.environ.get("HYPERT5_PROGRESS") != "1",
+                    dynamic_ncols=True)
+    self.last_step = start_step
+
+  def write(self, entry: dict) -> None:
+    self.jsonl.write(json.dumps(entry) + "\n")
+    self.jsonl.flush()
+    for key, value in entry.items():
+      if key != "step":
+        self.tensorboard.add_scalar(key, value, entry["step"])
+    self.bar.update(entry["step"] - self.last_step)
+    self.bar.set_postfix(loss=f"{entry['loss']:.4f}", tok_s=f"{entry['tokens_per_sec']:,.0f}")
+    self.last_step = entry["step"]
+
+  def close(self) -> None:
+    self.jsonl.close()
+    self.tensorboard.close()
+    self.bar.close()
+
+
+def quiet_logs() -> None:
+  """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ours = logging.getLogger("hypert5")
+  if not ours.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    ours.addHandler(handler)
+  ours.setLevel(logging.INFO)
+  ours.propagate = False
+
+
+def main(argv):
+  del argv
+  quiet_logs()
+  if not FLAGS.workdir:
+    print("error: --workdir is required", file=sys.stderr)
+    sys.exit(2)
+  initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         FLAGS.multihost)
+  try:
+    train(FLAGS.config, FLAGS.workdir)
+  except (TrainingDiverged, partitioning.MeshError, checkpoints.hf.CheckpointError,
+          ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

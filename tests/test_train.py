@@ -1,0 +1,200 @@
+"""The train loop: sharded equals unsharded, multi-process, resume, preemption, bad input."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "tiny.py")
+
+
+def train_command(workdir, *overrides, config=TINY):
+  return [sys.executable, "-m", "hypert5.train", f"--config={config}", f"--workdir={workdir}",
+          *overrides]
+
+
+def env_with(devices=1, **extra):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                      f" --xla_force_host_platform_device_count={devices}").strip()
+  env.update(extra)
+  return env
+
+
+def run(cmd, env=None, timeout=600):
+  result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env or env_with(),
+                          timeout=timeout)
+  return result
+
+
+def losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return {e["step"]: e["loss"] for e in map(json.loads, f)}
+
+
+SHORT = ["--config.total_steps=5", "--config.log_every=1", "--config.checkpoint_every=5"]
+
+
+def test_sharded_8_devices_equals_one_device(tmp_path):
+  one = run(train_command(tmp_path / "one", *SHORT), env_with(1))
+  assert one.returncode == 0, one.stderr[-3000:]
+  eight = run(train_command(tmp_path / "eight", *SHORT, "--config.mesh_shape=(4,2)",
+                            "--config.mesh_axes=('data','model')"), env_with(8))
+  assert eight.returncode == 0, eight.stderr[-3000:]
+  single, sharded = losses(tmp_path / "one"), losses(tmp_path / "eight")
+  assert sorted(single) == [1, 2, 3, 4, 5]
+  np.testing.assert_allclose([sharded[s] for s in single], list(single.values()), rtol=1e-4)
+  # The parameters were sharded as the rules say: read the shardings Orbax saved.
+  saved = json.loads((tmp_path / "eight" / "checkpoints" / "5" / "hyper" / "_sharding")
+                     .read_text())
+  specs = {base64.b64decode(k).decode(): json.loads(v) for k, v in saved.items()}
+  spec = lambda name: specs[name]["partition_spec"]
+  assert all(s["axis_names"] == ["data", "model"] for s in specs.values())
+  # [layers, embed, heads, kv]: heads -> model (embed -> fsdp, absent from this mesh)
+  assert spec("backbone.encoder.layers.attention.query.kernel") == [None, None, "model", None]
+  assert spec("backbone.encoder.layers.mlp.wi_0.kernel") == [None, None, "model"]  # mlp
+  assert spec("backbone.token_embedder.embedding") == ["model", None]  # vocab -> model
+  assert spec("prefix_head.output.kernel") == ["model", None]  # mlp claims 'model' first
+  assert spec("decoder_inputs") == [None, None]
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_agree_on_the_loss(tmp_path):
+  port = free_port()
+  env = env_with(1, JAX_NUM_CPU_DEVICES="2", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  procs = [subprocess.Popen(
+      train_command(tmp_path / "multi", "--config.total_steps=3", "--config.log_every=1",
+                    "--config.checkpoint_every=3", f"--coordinator_address=127.0.0.1:{port}",
+                    "--num_processes=2", f"--process_id={i}"),
+      cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  per_process = []
+  for _, err in outputs:
+    per_process.append([float(l.split("loss ")[1]) for l in err.splitlines() if " loss " in l])
+  assert len(per_process[0]) == 3
+  assert per_process[0] == per_process[1]
+  assert list(losses(tmp_path / "multi").values()) == pytest.approx(per_process[0], abs=1e-6)
+
+
+def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
+  steps = ["--config.total_steps=8", "--config.log_every=1", "--config.checkpoint_every=3"]
+  whole = run(train_command(tmp_path / "whole", *steps))
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  victim = subprocess.Popen(train_command(tmp_path / "killed", *steps), cwd=REPO, env=env_with(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoint = tmp_path / "killed" / "checkpoints" / "3"
+  deadline = time.time() + 500
+  while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  assert checkpoint.exists()
+  resumed = run(train_command(tmp_path / "killed", *steps))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stderr
+  expected, got = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+  assert sorted(got) == list(range(1, 9))
+  assert got == expected  # bitwise on CPU, every step after the checkpoint included
+
+
+def test_sigterm_saves_the_current_step(tmp_path):
+  proc = subprocess.Popen(
+      train_command(tmp_path / "wd", "--config.total_steps=1000", "--config.log_every=1",
+                    "--config.checkpoint_every=1000", "--config.data.source=synthetic"),
+      cwd=REPO, env=env_with(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  metrics = tmp_path / "wd" / "metrics.jsonl"
+  deadline = time.time() + 500
+  while time.time() < deadline and proc.poll() is None:
+    if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 0, err[-3000:]
+  assert "preempted: saved step" in err
+  saved = int(err.split("preempted: saved step ")[1].split(";")[0])
+  steps = sorted(int(n) for n in os.listdir(tmp_path / "wd" / "checkpoints") if n.isdigit())
+  assert steps == [saved] and 3 <= saved < 1000
+  meta = json.loads((tmp_path / "wd" / "checkpoints" / str(saved) / "meta" /
+                     "metadata").read_text())
+  assert meta["step"] == saved == meta["batches_consumed"]
+
+
+def test_half_written_checkpoint_falls_back_to_the_previous_one(tmp_path):
+  steps = ["--config.total_steps=4", "--config.log_every=1", "--config.checkpoint_every=2",
+           "--config.data.source=synthetic"]
+  first = run(train_command(tmp_path / "wd", *steps))
+  assert first.returncode == 0, first.stderr[-3000:]
+  expected = losses(tmp_path / "wd")
+  ckpts = tmp_path / "wd" / "checkpoints"
+  # What a kill leaves: Orbax's temporary folder for step 6, and a step-4 folder
+  # whose parameter files are gone (damaged outside Orbax).
+  (ckpts / "6.orbax-checkpoint-tmp-1234" / "hyper").mkdir(parents=True)
+  for root, _, files in os.walk(ckpts / "4" / "hyper"):
+    for name in files:
+      os.remove(os.path.join(root, name))
+  resumed = run(train_command(tmp_path / "wd", *steps))
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step 2" in resumed.stderr
+  assert losses(tmp_path / "wd") == expected
+
+
+def test_unknown_config_key_is_an_error(tmp_path):
+  result = run(train_command(tmp_path / "wd", "--config.learning_rate=0.1"))
+  assert result.returncode != 0
+  assert "learning_rate" in result.stderr and not (tmp_path / "wd").exists()
+
+
+def test_workdir_with_other_model_shape_is_an_error(tmp_path):
+  steps = ["--config.total_steps=2", "--config.checkpoint_every=2", "--config.log_every=1",
+           "--config.data.source=synthetic"]
+  assert run(train_command(tmp_path / "wd", *steps)).returncode == 0
+  result = run(train_command(tmp_path / "wd", *steps, "--config.total_steps=4",
+                             "--config.model.d_ff=96"))
+  assert result.returncode == 1
+  assert "has shape [2, 64, 128] in the checkpoint but [2, 64, 96]" in result.stderr
+  assert max(losses(tmp_path / "wd")) == 2  # no step ran
+
+
+def test_mesh_that_does_not_fit_is_an_error(tmp_path):
+  result = run(train_command(tmp_path / "wd", "--config.mesh_shape=(3,2)",
+                             "--config.mesh_axes=('data','model')"), env_with(8))
+  assert result.returncode == 1
+  assert "mesh_shape (3, 2) needs 6 devices, but 8 are available" in result.stderr
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+  from ml_collections import config_flags
+  from hypert5 import train
+  config = config_flags.config_path_to_config(TINY) if hasattr(
+      config_flags, "config_path_to_config") else None
+  if config is None:
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tiny", TINY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+  config.data.source = "synthetic"
+  config.total_steps, config.log_every, config.checkpoint_every = 3, 1, 100
+  config.optimizer.grad_clip_norm = 0.0
+  whole = train.train(config, str(tmp_path / "a"))
+  config.optimizer.grad_accum_steps = 4
+  accumulated = train.train(config, str(tmp_path / "b"))
+  np.testing.assert_allclose([e["loss"] for e in accumulated], [e["loss"] for e in whole],
+                             rtol=1e-5)
