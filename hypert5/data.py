@@ -91,3 +91,50 @@ def check_vocabulary(mixture: str, form: str, model_vocab_size: int) -> None:
   if size > model_vocab_size:
     raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
                      f"config.model.vocab_size={model_vocab_size}")
+
+
+class Prefetcher:
+  """Runs a batch generator in a background thread, `size` batches ahead.
+
+  Building the input pipeline (TensorFlow graphs, reading files) then overlaps
+  with parameter initialization and compilation, and each step's host-side
+  input work overlaps the previous step on the device.
+  """
+
+  def __init__(self, make_iterator, size: int = 2):
+    import queue  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, args=(make_iterator,), daemon=True,
+                                    name="hypert5-input")
+    self._thread.start()
+
+  def _run(self, make_iterator):
+    try:
+      for batch in make_iterator():
+        while not self._stop.is_set():
+          try:
+            self._queue.put(("batch", batch), timeout=0.1)
+            break
+          except Exception:  # queue.Full  # pylint: disable=broad-except
+            continue
+        if self._stop.is_set():
+          return
+      self._queue.put(("end", None))
+    except BaseException as e:  # pylint: disable=broad-except  # re-raised in the consumer
+      self._queue.put(("error", e))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    kind, value = self._queue.get()
+    if kind == "batch":
+      return value
+    if kind == "error":
+      raise value
+    raise StopIteration
+
+  def close(self) -> None:
+    self._stop.set()

@@ -268,6 +268,21 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     if is_chief:
       _set_aside_damaged(checkpointer, start_step)
     break
+  if is_chief:
+    _write_config(config, workdir)
+    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
+  # Before the input thread starts: tensorboardX imports torch, which must not
+  # race with the input thread's imports.
+  writer = _MetricsWriter(workdir, config, start_step) if is_chief else None
+
+  # Input: started now, so building the pipeline overlaps initialization and compilation.
+  local_batch = config.batch_size // jax.process_count()
+  features = experiment.batch_features(models, config.data.pack)
+  batches = data.Prefetcher(lambda: data.train_batches(
+      config, features, local_batch_size=local_batch, shard_index=jax.process_index(),
+      num_shards=jax.process_count(), start_batch=batches_done,
+      form=experiment.data_form(config)))
+
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     needed = models.frozen if trainable is not None else models.parts
     fresh = initial_params(config, models, abstract, shardings, mesh, rules, needed)
@@ -277,9 +292,6 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
       opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
   del fresh
 
-  if is_chief:
-    _write_config(config, workdir)
-    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
 
   # -- The step ---------------------------------------------------------------
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
@@ -287,15 +299,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
                               mesh, rules)
 
   # -- Loop -------------------------------------------------------------------
-  local_batch = config.batch_size // jax.process_count()
-  features = experiment.batch_features(models, config.data.pack)
-  batches = data.train_batches(config, features, local_batch_size=local_batch,
-                               shard_index=jax.process_index(),
-                               num_shards=jax.process_count(), start_batch=batches_done,
-                               form=experiment.data_form(config))
   batch_sh = partitioning.batch_sharding(mesh, rules)
   preemption = _Preemption()
-  writer = _MetricsWriter(workdir, config, start_step) if is_chief else None
   logged: list[dict] = []
   last_saved = start_step if start_step else None
   pending = None  # (step, metrics) of the previous step, checked while the next runs
@@ -354,6 +359,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     if pending is not None:
       check(*pending)
   finally:
+    batches.close()
     checkpointer.wait()
     checkpointer.close()
     if writer:

@@ -7,6 +7,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # compile time here (2-3x on this suite). Set before JAX starts.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_backend_optimization_level=0").strip()
+# Many tests (and the train/eval subprocesses they start) compile the same
+# programs: share JAX's persistent compilation cache between them.
+import tempfile  # noqa: E402
+
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), "hypert5-test-compilation-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import numpy as np
 import pytest
@@ -83,3 +91,27 @@ import functools  # noqa: E402
 import jax  # noqa: E402
 
 forward = jax.jit(_forward, static_argnums=0, static_argnames=("deterministic",))
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "tiny.py")
+
+
+def run_train(workdir, *overrides, config=TINY_CONFIG, env=None, timeout=600):
+  """`python -m hypert5.train` in a subprocess."""
+  import subprocess
+  import sys
+  return subprocess.run([sys.executable, "-m", "hypert5.train", f"--config={config}",
+                         f"--workdir={workdir}", *overrides], capture_output=True, text=True,
+                        cwd=REPO, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_hyper_run(tmp_path_factory):
+  """A 4-step HyperT5-Prefix run of configs/tiny.py (checkpoints at 2 and 4). Copy it
+  before changing it."""
+  workdir = tmp_path_factory.mktemp("tiny_hyper") / "run"
+  result = run_train(workdir, "--config.total_steps=4", "--config.checkpoint_every=2",
+                     "--config.log_every=1")
+  assert result.returncode == 0, result.stderr[-3000:]
+  return str(workdir)

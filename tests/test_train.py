@@ -2,6 +2,7 @@
 
 import base64
 import json
+import shutil
 import os
 import signal
 import socket
@@ -136,23 +137,22 @@ def test_sigterm_saves_the_current_step(tmp_path):
   assert meta["step"] == saved == meta["batches_consumed"]
 
 
-def test_half_written_checkpoint_falls_back_to_the_previous_one(tmp_path):
-  steps = ["--config.total_steps=4", "--config.log_every=1", "--config.checkpoint_every=2",
-           "--config.data.source=synthetic"]
-  first = run(train_command(tmp_path / "wd", *steps))
-  assert first.returncode == 0, first.stderr[-3000:]
-  expected = losses(tmp_path / "wd")
-  ckpts = tmp_path / "wd" / "checkpoints"
+def test_half_written_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_hyper_run):
+  workdir = tmp_path / "wd"
+  shutil.copytree(tiny_hyper_run, workdir)
+  expected = losses(workdir)
+  ckpts = workdir / "checkpoints"
   # What a kill leaves: Orbax's temporary folder for step 6, and a step-4 folder
   # whose parameter files are gone (damaged outside Orbax).
   (ckpts / "6.orbax-checkpoint-tmp-1234" / "hyper").mkdir(parents=True)
   for root, _, files in os.walk(ckpts / "4" / "hyper"):
     for name in files:
       os.remove(os.path.join(root, name))
-  resumed = run(train_command(tmp_path / "wd", *steps))
+  resumed = run(train_command(workdir, "--config.total_steps=4", "--config.checkpoint_every=2",
+                              "--config.log_every=1"))
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert "resumed from step 2" in resumed.stderr
-  assert losses(tmp_path / "wd") == expected
+  assert losses(workdir) == expected  # steps 3 and 4 replayed exactly
 
 
 def test_unknown_config_key_is_an_error(tmp_path):
@@ -161,15 +161,13 @@ def test_unknown_config_key_is_an_error(tmp_path):
   assert "learning_rate" in result.stderr and not (tmp_path / "wd").exists()
 
 
-def test_workdir_with_other_model_shape_is_an_error(tmp_path):
-  steps = ["--config.total_steps=2", "--config.checkpoint_every=2", "--config.log_every=1",
-           "--config.data.source=synthetic"]
-  assert run(train_command(tmp_path / "wd", *steps)).returncode == 0
-  result = run(train_command(tmp_path / "wd", *steps, "--config.total_steps=4",
-                             "--config.model.d_ff=96"))
+def test_workdir_with_other_model_shape_is_an_error(tmp_path, tiny_hyper_run):
+  workdir = tmp_path / "wd"
+  shutil.copytree(tiny_hyper_run, workdir)
+  result = run(train_command(workdir, "--config.total_steps=6", "--config.model.d_ff=96"))
   assert result.returncode == 1
   assert "has shape [2, 64, 128] in the checkpoint but [2, 64, 96]" in result.stderr
-  assert max(losses(tmp_path / "wd")) == 2  # no step ran
+  assert max(losses(workdir)) == 4  # no step ran
 
 
 def test_mesh_that_does_not_fit_is_an_error(tmp_path):
