@@ -151,15 +151,7 @@ class TrainCheckpointer:
       if not os.path.isdir(path):
         raise hf.CheckpointError(f"{path}: missing; this checkpoint was written by another "
                                  f"experiment (no '{part}' parameters)")
-      try:
-        saved = ocp.StandardCheckpointer().metadata(path)
-      except Exception as e:  # pylint: disable=broad-except
-        raise DamagedCheckpoint(f"{path}: unreadable metadata ({e})") from e
-      saved_tree = getattr(saved, "item_metadata", saved)
-      saved_tree = getattr(saved_tree, "tree", saved_tree)
-      if saved_tree is None:
-        raise DamagedCheckpoint(f"{path}: no metadata; the checkpoint is incomplete")
-      _compare_shapes(saved_tree, abstract, path)
+      _compare_shapes(item_tree_metadata(path), abstract, path)
 
   def restore(self, step: int, abstract_params: dict, abstract_opt_state) -> tuple:
     items = {part: ocp.args.StandardRestore(tree) for part, tree in abstract_params.items()}
@@ -174,6 +166,19 @@ class TrainCheckpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def item_tree_metadata(path: str):
+  """The saved tree of one item folder (shapes and dtypes), without reading arrays."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  try:
+    saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpoint(f"{path}: unreadable metadata ({e})") from e
+  tree = getattr(saved, "tree", saved)
+  if not tree:
+    raise DamagedCheckpoint(f"{path}: no metadata; the checkpoint is incomplete")
+  return tree
 
 
 def _compare_shapes(saved, abstract, where: str) -> None:
@@ -225,8 +230,5 @@ def restore_part(path: str, part: str, abstract, step: int | None = None):
     item_dir = os.path.join(directory, str(step), part)
   if not os.path.isdir(item_dir):
     raise hf.CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
-  metadata = ocp.StandardCheckpointer().metadata(item_dir)
-  tree = getattr(getattr(metadata, "item_metadata", metadata), "tree", None)
-  if tree is not None:
-    _compare_shapes(tree, abstract, item_dir)
+  _compare_shapes(item_tree_metadata(item_dir), abstract, item_dir)
   return restore_params(item_dir, abstract)

@@ -16,10 +16,15 @@ from absl import app, flags
 
 from hypert5 import checkpoints, hf
 
-flags.DEFINE_enum("from", "hf", ["hf", "native"], "Format of --src.")
-flags.DEFINE_enum("to", "native", ["native", "hf"], "Format to write at --dst.")
-flags.DEFINE_string("src", None, "Source checkpoint directory.", required=True)
-flags.DEFINE_string("dst", None, "Destination directory (must not exist).", required=True)
+
+
+def define_flags() -> None:
+  flags.DEFINE_enum("from", "hf", ["hf", "native"], "Format of --src.")
+  flags.DEFINE_enum("to", "native", ["native", "hf"], "Format to write at --dst.")
+  flags.DEFINE_string("src", None, "Source checkpoint directory.", required=True)
+  flags.DEFINE_string("dst", None, "Destination directory (must not exist).", required=True)
+
+
 FLAGS = flags.FLAGS
 
 
@@ -53,4 +58,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -65,7 +65,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.mesh_axes = ("data",)
   c.logical_axis_rules = partitioning.DEFAULT_RULES
   c.eval_every = 0  # 0 = no evaluation during training
-  c.eval = dict(mixture="", split="test", batch_size=32, max_examples=0)
+  c.eval = dict(mixture="", split="", batch_size=32, max_examples=0,  # split "": benchmark's
+                max_decode_length=0)  # 0: data.targets_length
   return ml_collections.ConfigDict(c)
 
 

@@ -78,8 +78,11 @@ def write_safetensors(path: str, tensors: dict[str, np.ndarray],
 
 
 def is_hf_checkpoint(directory: str) -> bool:
-  return os.path.isfile(os.path.join(directory, "config.json")) and not os.path.isfile(
-      os.path.join(directory, "t5_config.json"))
+  """config.json beside HuggingFace weights (a training workdir also has a config.json)."""
+  weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+             "pytorch_model.bin.index.json")
+  return (os.path.isfile(os.path.join(directory, "config.json"))
+          and any(os.path.isfile(os.path.join(directory, w)) for w in weights))
 
 
 def load_hf_config(directory: str, **overrides) -> T5Config:

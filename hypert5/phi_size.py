@@ -17,12 +17,17 @@ from absl import app, flags
 from hypert5 import peft as peft_lib
 from hypert5.t5_config import SIZES
 
-flags.DEFINE_list("sizes", ["small", "base", "large", "xl", "xxl"], "Model sizes.")
-flags.DEFINE_list("prefix_lengths", ["16", "32"], "Prefix lengths P.")
-flags.DEFINE_list("lora_ranks", ["8", "32"], "LoRA ranks r (targets q and v).")
-flags.DEFINE_integer("examples", 16, "Few-shot examples concatenated.")
-flags.DEFINE_integer("tokens_per_example", 64, "Average tokens per example (input + output).")
-flags.DEFINE_integer("bytes_per_value", 2, "2 for bf16, 4 for fp32.")
+
+
+def define_flags() -> None:
+  flags.DEFINE_list("sizes", ["small", "base", "large", "xl", "xxl"], "Model sizes.")
+  flags.DEFINE_list("prefix_lengths", ["16", "32"], "Prefix lengths P.")
+  flags.DEFINE_list("lora_ranks", ["8", "32"], "LoRA ranks r (targets q and v).")
+  flags.DEFINE_integer("examples", 16, "Few-shot examples concatenated.")
+  flags.DEFINE_integer("tokens_per_example", 64, "Average tokens per example (input + output).")
+  flags.DEFINE_integer("bytes_per_value", 2, "2 for bf16, 4 for fp32.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -67,4 +72,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -22,12 +22,17 @@ from typing import Iterable
 import numpy as np
 from absl import app, flags
 
-flags.DEFINE_string("checkpoint", None, "Native or HuggingFace T5 checkpoint.", required=True)
-flags.DEFINE_string("data", None, "jsonl file of {inputs, targets}.", required=True)
-flags.DEFINE_string("output", None, "Output jsonl (default: stdout).")
-flags.DEFINE_string("adapter", None, "PEFT adapter directory (native or HuggingFace PEFT).")
-flags.DEFINE_string("vocab", None, "SentencePiece model (default: the checkpoint's own).")
-flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
+
+
+def define_flags() -> None:
+  flags.DEFINE_string("checkpoint", None, "Native or HuggingFace T5 checkpoint.", required=True)
+  flags.DEFINE_string("data", None, "jsonl file of {inputs, targets}.", required=True)
+  flags.DEFINE_string("output", None, "Output jsonl (default: stdout).")
+  flags.DEFINE_string("adapter", None, "PEFT adapter directory (native or HuggingFace PEFT).")
+  flags.DEFINE_string("vocab", None, "SentencePiece model (default: the checkpoint's own).")
+  flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
+
+
 FLAGS = flags.FLAGS
 
 
@@ -119,4 +124,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

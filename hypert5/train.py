@@ -31,18 +31,23 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import checkpoints, data, experiment, hypermodel, partitioning
+from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning
 from hypert5.optim import make_optimizer
 
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, logs and metrics go.")
-flags.DEFINE_string("coordinator_address", None,
-                    "host:port of process 0 for multi-process runs; on TPU pods and SLURM "
-                    "jax.distributed finds everything itself (see --multihost).")
-flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
-flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
-flags.DEFINE_bool("multihost", None, "Call jax.distributed.initialize() (default: when on a "
-                  "TPU pod, a multi-task SLURM job, or given a coordinator address).")
+
+
+def define_flags() -> None:
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, logs and metrics go.")
+  flags.DEFINE_string("coordinator_address", None,
+                      "host:port of process 0 for multi-process runs; on TPU pods and SLURM "
+                      "jax.distributed finds everything itself (see --multihost).")
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+  flags.DEFINE_bool("multihost", None, "Call jax.distributed.initialize() (default: when on a "
+                    "TPU pod, a multi-task SLURM job, or given a coordinator address).")
+
+
 FLAGS = flags.FLAGS
 
 log = logging.getLogger("hypert5.train")
@@ -396,22 +401,9 @@ class _MetricsWriter:
     self.bar.close()
 
 
-def quiet_logs() -> None:
-  """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong."""
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  ours = logging.getLogger("hypert5")
-  if not ours.handlers:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    ours.addHandler(handler)
-  ours.setLevel(logging.INFO)
-  ours.propagate = False
-
-
 def main(argv):
   del argv
-  quiet_logs()
+  cli.quiet_logs()
   if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)
@@ -426,5 +418,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   flags.mark_flags_as_required(["config"])
   app.run(main)

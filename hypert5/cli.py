@@ -1,0 +1,33 @@
+"""What every `python -m hypert5.<command>` shares: logging, and loading config files.
+
+Commands define their absl flags only when run as programs (`define_flags()`
+under `__main__`), so that one command can import another's library functions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+
+def quiet_logs() -> None:
+  """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong."""
+  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  ours = logging.getLogger("hypert5")
+  if not ours.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    ours.addHandler(handler)
+  ours.setLevel(logging.INFO)
+  ours.propagate = False
+
+
+def load_config(path: str, arg: str | None = None):
+  """configs/NAME.py[:ARG] -> its get_config(ARG), as --config=PATH[:ARG] would give."""
+  if ":" in path and arg is None:
+    path, arg = path.split(":", 1)
+  spec = importlib.util.spec_from_file_location("hypert5_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg is not None else module.get_config()

@@ -1,0 +1,464 @@
+"""Evaluates a trained hypermodel, or any baseline, on a benchmark mixture.
+
+  python -m hypert5.eval --config=configs/NAME.py --checkpoint=DIR [--output=DIR]
+      [--config.eval.mixture=p3_heldout_score_eval] [--save_phi=DIR] [--load_phi=DIR]
+
+DIR is a training workdir (or its checkpoints/ or one step folder) of the
+config's experiment, or, for a plain downstream T5, a model checkpoint
+(native or HuggingFace). The hypermodel generates phi once per task (per
+few-shot set) and reuses it for every query of that task (the paper's
+inference mode, section 3.1); --save_phi writes those phi as adapters and
+--load_phi reuses them.
+
+Each benchmark is scored as its own evaluation does (hypert5.metrics):
+  p3        rank classification (summed answer log-likelihood, argmax); accuracy per
+            prompt, averaged per dataset, ANLI R1-R3 first, then the 8 datasets.
+  metaicl   greedy generation; Macro-F1 (classification) or accuracy, averaged over
+            the 5 seeds, then over the target tasks.
+  sni       greedy generation; ROUGE-L (and exact match), per task and averaged.
+  embedded  rank classification accuracy per held-out task, averaged.
+Writes results.json, results.md and predictions.jsonl under --output, all at
+once at the end (no partial results).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import re
+import shutil
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from hypert5 import adapters, checkpoints, cli, decoding, experiment, metrics
+
+
+
+def define_flags() -> None:
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+  flags.DEFINE_string("checkpoint", None, "Workdir / checkpoint of the run, or a T5 model dir.")
+  flags.DEFINE_string("output", None, "Results folder (default: CHECKPOINT/eval_<mixture>).")
+  flags.DEFINE_string("save_phi", None, "Write each task's phi as an adapter under this folder.")
+  flags.DEFINE_string("load_phi", None, "Use the phi adapters saved under this folder.")
+
+
+FLAGS = flags.FLAGS
+
+
+class EvalError(ValueError):
+  """Bad evaluation input: unknown mixture, empty split, mismatched checkpoint."""
+
+
+# -- Loading ------------------------------------------------------------------
+
+
+def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
+  """Every parameter part the experiment needs, from `checkpoint` and the config."""
+  params = {}
+  if checkpoints.is_native_checkpoint(checkpoint) or checkpoints.hf.is_hf_checkpoint(checkpoint):
+    if models.parts != ("downstream",):
+      raise EvalError(f"{checkpoint} is a T5 model, but experiment {config.experiment!r} also "
+                      f"needs {[p for p in models.parts if p != 'downstream']}; pass the run's "
+                      "workdir")
+    cfg, params["downstream"], _ = checkpoints.load_model(checkpoint)
+    checkpoints.check_params_fit(params["downstream"], models.downstream.config, checkpoint)
+    return params
+  for part in models.trainable:
+    abstract = experiment.unboxed_shapes(experiment.abstract_params(models, part))
+    params[part] = checkpoints.restore_part(checkpoint, part, abstract)
+  if "downstream" not in params:
+    if config.init.downstream_checkpoint:
+      _, params["downstream"], _ = checkpoints.load_model(config.init.downstream_checkpoint)
+    else:  # the run's own seeded initialization (see train.initial_params)
+      params["downstream"] = experiment.init_part(
+          models, "downstream", jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), None)
+  return params
+
+
+# -- Data -----------------------------------------------------------------------
+
+
+def benchmark_of(mixture: str) -> str:
+  for prefix, name in (("p3_", "p3"), ("metaicl_", "metaicl"), ("sni_", "sni"),
+                       ("embedded_fewshot", "embedded")):
+    if mixture.startswith(prefix):
+      return name
+  raise EvalError(f"no evaluation protocol for mixture {mixture!r} (expected a p3_*, "
+                  "metaicl_*, sni_* or embedded_fewshot_* test mixture)")
+
+
+def mixture_tasks(mixture: str, form: str) -> list:
+  import seqio  # pylint: disable=import-outside-toplevel
+  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
+  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+  name = mixture if form == "hyper" else forms.name_for(mixture, form)
+  try:
+    provider = seqio.get_mixture_or_task(name)
+  except ValueError:
+    known = sorted(n for n in seqio.MixtureRegistry.names() if "test" in n or "eval" in n)
+    raise EvalError(f"unknown mixture {name!r}; evaluation mixtures include "
+                    f"{', '.join(k for k in known if not k.endswith(('_concat', '_xonly')))}"
+                    ) from None
+  return list(getattr(provider, "tasks", [provider]))
+
+
+def _truncate(ids, length: int, eos: int) -> list[int]:
+  ids = [int(i) for i in ids]
+  if len(ids) > length:
+    ids = ids[:length - 1] + [eos]
+  return ids
+
+
+def _strings(value) -> list[str]:
+  if isinstance(value, (bytes, str)):
+    value = [value]
+  return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
+
+
+EVAL_SPLITS = {"p3": "validation"}  # P3's held-out *_score_eval subsets: validation
+
+
+def read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]:
+  """A task's evaluation examples, in order, as plain Python values."""
+  if split not in task.splits:
+    others = [s for s in ("test", "validation") if s in task.splits]
+    if not others:
+      raise EvalError(f"task {task.name!r} has no {split!r} split (it has {list(task.splits)})")
+    split = others[0]
+  lengths = {k: v for k, v in lengths.items() if k in task.output_features}
+  dataset = task.get_dataset(sequence_length=lengths, split=split, shuffle=False,
+                             num_epochs=1, use_cached=False)
+  examples = []
+  for raw in dataset.as_numpy_iterator():
+    example = {
+        "inputs": list(raw["inputs"]), "targets": list(raw["targets"]),
+        "inputs_pretokenized": _strings(raw["inputs_pretokenized"])[0],
+        "references": _strings(raw.get("references", raw["targets_pretokenized"])),
+        "answer_choices": _strings(raw.get("answer_choices", [])),
+        "label": int(raw.get("label", -1)),
+    }
+    if "hyper_inputs" in raw:
+      example["hyper_inputs"] = list(raw["hyper_inputs"])
+    examples.append(example)
+    if max_examples and len(examples) >= max_examples:
+      break
+  if not examples:
+    raise EvalError(f"task {task.name!r}: the {split!r} split is empty")
+  return examples
+
+
+# -- Scoring --------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Evaluator:
+  """Runs one experiment's models over examples with a fixed batch shape."""
+  models: experiment.Models
+  params: dict
+  vocabulary: object
+  lengths: dict
+  batch_size: int
+  max_decode_length: int
+  per_query_phi: bool = False  # regenerate phi for every query (testing the cache)
+  phi_cache: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    self.eos = self.models.downstream.config.eos_token_id
+    self._hyper = jax.jit(lambda p, t: self.models.hyper.apply({"params": p}, t)) if (
+        self.models.hyper is not None) else None
+
+  def phi_for(self, hyper_inputs: list[int] | None):
+    """phi (batch axis 1) for one few-shot set: generated once, then cached."""
+    if self.models.hyper is None:
+      return experiment.compute_phi(self.models, self.params, {}, deterministic=True)
+    key = tuple(hyper_inputs)
+    if key not in self.phi_cache:
+      ids, _ = decoding.pad_batch([_truncate(hyper_inputs, self.lengths["hyper_inputs"],
+                                             self.eos)], self.lengths["hyper_inputs"])
+      self.phi_cache[key] = self._hyper(self.params["hyper"], ids)
+    return self.phi_cache[key]
+
+  def _batch_phi(self, group: list[dict]):
+    if self.per_query_phi and self.models.hyper is not None:
+      ids, _ = decoding.pad_batch(
+          [_truncate(e["hyper_inputs"], self.lengths["hyper_inputs"], self.eos) for e in group]
+          + [[self.eos]] * (self.batch_size - len(group)), self.lengths["hyper_inputs"])
+      return self._hyper(self.params["hyper"], ids)
+    return self.phi_for(group[0].get("hyper_inputs"))
+
+  def _groups(self, examples):
+    """Batches of examples sharing one few-shot set."""
+    by_set = collections.OrderedDict()
+    for i, e in enumerate(examples):
+      by_set.setdefault(tuple(e.get("hyper_inputs", ())), []).append(i)
+    for indices in by_set.values():
+      for start in range(0, len(indices), self.batch_size):
+        yield indices[start:start + self.batch_size]
+
+  def rank(self, examples: list[dict]) -> list[dict]:
+    """Rank classification: the answer choice with the highest summed log-likelihood."""
+    rows = [(i, c) for i, e in enumerate(examples) for c in range(len(e["answer_choices"]))]
+    if any(not e["answer_choices"] for e in examples):
+      raise EvalError("rank classification needs answer choices on every example")
+    choice_ids = {}
+    for i, c in rows:
+      text = examples[i]["answer_choices"][c]
+      choice_ids[(i, c)] = _truncate(self.vocabulary.encode(text) + [self.eos],
+                                     self.lengths["targets"], self.eos)
+    scores = collections.defaultdict(dict)
+    model = self.models.downstream
+    row_batch = self.batch_size
+    for group in self._groups(examples):
+      group_rows = [(i, c) for i in group for c in range(len(examples[i]["answer_choices"]))]
+      for start in range(0, len(group_rows), row_batch):
+        chunk = group_rows[start:start + row_batch]
+        pad = row_batch - len(chunk)
+        inputs, _ = decoding.pad_batch(
+            [_truncate(examples[i]["inputs"], self.lengths["inputs"], self.eos) for i, _ in chunk]
+            + [[self.eos]] * pad, self.lengths["inputs"])
+        targets, weights = decoding.pad_batch([choice_ids[r] for r in chunk] + [[]] * pad,
+                                              self.lengths["targets"])
+        if self.per_query_phi and self.models.hyper is not None:
+          phi = self._batch_phi([examples[i] for i, _ in chunk])
+        else:
+          phi = self.phi_for(examples[group[0]].get("hyper_inputs"))
+        ll = np.asarray(decoding.log_likelihood(model, self.params["downstream"], inputs,
+                                                targets, weights, phi))
+        for (i, c), value in zip(chunk, ll):
+          scores[i][c] = float(value)
+    out = []
+    for i, e in enumerate(examples):
+      per_choice = [scores[i][c] for c in range(len(e["answer_choices"]))]
+      best = int(np.argmax(per_choice))  # ties go to the first choice
+      out.append({"prediction": e["answer_choices"][best], "prediction_index": best,
+                  "scores": per_choice})
+    return out
+
+  def generate(self, examples: list[dict]) -> list[dict]:
+    """Greedy decoding, one fixed-shape batch at a time."""
+    predictions = [None] * len(examples)
+    model = self.models.downstream
+    for group in self._groups(examples):
+      pad = self.batch_size - len(group)
+      inputs, _ = decoding.pad_batch(
+          [_truncate(examples[i]["inputs"], self.lengths["inputs"], self.eos) for i in group]
+          + [[self.eos]] * pad, self.lengths["inputs"])
+      phi = self._batch_phi([examples[i] for i in group])
+      tokens = np.asarray(decoding.generate(model, self.params["downstream"], inputs,
+                                            max_length=self.max_decode_length, phi=phi))
+      for row, i in enumerate(group):
+        predictions[i] = {"prediction": self.vocabulary.decode(
+            [int(t) for t in _until_eos(tokens[row], self.eos)])}
+    return predictions
+
+
+def _until_eos(tokens, eos: int):
+  out = []
+  for t in tokens:
+    if t == eos:
+      break
+    out.append(t)
+  return [t for t in out if t > 0]
+
+
+# -- Benchmarks -----------------------------------------------------------------
+
+_ANLI_ROUND = re.compile(r"_r([123])_score_eval$")
+
+
+def score_task(benchmark: str, task_name: str, examples, predictions) -> dict:
+  """{metric: value} for one task."""
+  if benchmark in ("p3", "embedded"):
+    labels = [e["label"] for e in examples]
+    scores = [p["scores"] for p in predictions]
+    return metrics.rank_classification_accuracy(labels, scores)
+  targets = [e["references"] for e in examples]
+  preds = [p["prediction"] for p in predictions]
+  if benchmark == "sni":
+    return {**metrics.rouge_l(targets, preds), **metrics.exact_match(targets, preds)}
+  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
+  base = metaicl_base_task(task_name)
+  if metaicl.task_configs().get(base, {}).get("task_type") == "classification":
+    return metrics.macro_f1([t[0] for t in targets], preds)
+  return metrics.accuracy(targets, preds)
+
+
+def metaicl_base_task(task_name: str) -> str:
+  """metaicl.glue_rte.seed13 -> glue-rte (the config key)."""
+  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
+  middle = base_task_name(task_name).split(".")[1]
+  for key in metaicl.task_configs():
+    if re.sub(r"[^\w]", "_", key) == middle:
+      return key
+  return middle
+
+
+def base_task_name(task_name: str) -> str:
+  """The task's name without its form suffix (_concat, _xonly)."""
+  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+  for suffix in forms.FORM_SUFFIX.values():
+    if suffix and task_name.endswith(suffix):
+      return task_name[:-len(suffix)]
+  return task_name
+
+
+def aggregate(benchmark: str, per_task: dict[str, dict]) -> dict:
+  """The benchmark's headline numbers: per group (dataset / task) and the average."""
+  per_task = {base_task_name(k): v for k, v in per_task.items()}
+  main = {"p3": "accuracy", "embedded": "accuracy", "metaicl": None, "sni": "rouge_l"}[benchmark]
+  if benchmark == "p3":
+    from hypert5_tasks import p3  # pylint: disable=import-outside-toplevel
+    datasets = collections.defaultdict(list)
+    anli = collections.defaultdict(list)
+    for task, values in per_task.items():
+      subset = task.split(".", 1)[1]
+      hf_name, config = p3.dataset_of(subset) or (subset, "")
+      column = P3_COLUMNS.get((hf_name, config), hf_name)
+      if column == "ANLI":
+        anli[_ANLI_ROUND.search(subset).group(1) if _ANLI_ROUND.search(subset) else "?"].append(
+            values["accuracy"])
+      else:
+        datasets[column].append(values["accuracy"])
+    groups = {k: float(np.mean(v)) for k, v in datasets.items()}
+    if anli:
+      groups["ANLI"] = float(np.mean([np.mean(v) for v in anli.values()]))
+    ordered = {c: groups[c] for c in P3_ORDER if c in groups}
+    return {"groups": ordered, "average": float(np.mean(list(ordered.values())))}
+  if benchmark == "metaicl":
+    by_task = collections.defaultdict(list)
+    for task, values in per_task.items():
+      by_task[metaicl_base_task(task)].append(next(iter(values.values())))
+    groups = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+    return {"groups": groups, "average": float(np.mean(list(groups.values())))}
+  groups = {task: values[main] for task, values in per_task.items()}
+  out = {"groups": groups, "average": float(np.mean(list(groups.values())))}
+  if benchmark == "sni":
+    out["exact_match"] = float(np.mean([v["exact_match"] for v in per_task.values()]))
+  return out
+
+
+P3_ORDER = ("ANLI", "HSwag", "CB", "COPA", "RTE", "WiC", "WSC", "WGD")
+P3_COLUMNS = {("anli", ""): "ANLI", ("hellaswag", ""): "HSwag", ("super_glue", "cb"): "CB",
+              ("super_glue", "copa"): "COPA", ("super_glue", "rte"): "RTE",
+              ("super_glue", "wic"): "WiC", ("super_glue", "wsc.fixed"): "WSC",
+              ("winogrande", "winogrande_xl"): "WGD", ("winogrande", "winogrande_debiased"): "WGD"}
+
+
+def format_table(benchmark: str, rows: dict[str, dict]) -> str:
+  """Markdown table in the shape of the paper's Tables 1 (P3), 3 (MetaICL) and 4 (S-NI):
+  one row per model, one column per dataset/task group, then the average."""
+  columns = []
+  for result in rows.values():
+    for group in result["groups"]:
+      if group not in columns:
+        columns.append(group)
+  if benchmark == "sni" or len(columns) > 12:  # too many tasks: averages only
+    columns = []
+  header = ["Model"] + columns + ["Avg"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
+  for name, result in rows.items():
+    cells = [f"{result['groups'].get(c, float('nan')):.1f}" for c in columns]
+    cells.append(f"{result['average']:.1f}")
+    if benchmark == "sni":
+      cells[-1] += f" (EM {result.get('exact_match', float('nan')):.1f})"
+    lines.append("| " + " | ".join([name] + cells) + " |")
+  return "\n".join(lines)
+
+
+# -- Driver -----------------------------------------------------------------------
+
+
+def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi: bool = False,
+             save_phi: str | None = None, load_phi: str | None = None,
+             progress: bool = True) -> tuple[dict, list[dict]]:
+  """(results, predictions) of one model on config.eval.mixture."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  mixture = config.eval.mixture or config.data.mixture.replace("_train", "_test")
+  benchmark = benchmark_of(mixture)
+  models = experiment.build_models(config)
+  form = experiment.data_form(config)
+  tasks = mixture_tasks(mixture, form)
+  params = load_params(config, checkpoint, models)
+  lengths = {"hyper_inputs": config.data.hyper_inputs_length,
+             "inputs": config.data.inputs_length, "targets": config.data.targets_length}
+  vocabulary = tasks[0].output_features["targets"].vocabulary
+  evaluator = Evaluator(models, params, vocabulary, lengths, config.eval.batch_size,
+                        config.eval.max_decode_length or config.data.targets_length,
+                        per_query_phi=per_query_phi)
+  per_task, predictions = {}, []
+  for task in tqdm(tasks, desc=f"eval {mixture}", disable=not progress, unit="task"):
+    split = config.eval.split or EVAL_SPLITS.get(benchmark, "test")
+    examples = read_task(task, split, lengths, config.eval.max_examples)
+    if load_phi and models.hyper is not None:
+      _, phi = adapters.load_adapter(os.path.join(load_phi, task.name),
+                                     models.downstream.config)
+      evaluator.phi_cache[tuple(examples[0]["hyper_inputs"])] = jax.tree.map(jnp.asarray, phi)
+    if benchmark in ("p3", "embedded"):
+      outputs = evaluator.rank(examples)
+    else:
+      outputs = evaluator.generate(examples)
+    per_task[task.name] = score_task(benchmark, task.name, examples, outputs)
+    if save_phi and models.hyper is not None:
+      adapters.save_native(os.path.join(save_phi, task.name),
+                           evaluator.phi_for(examples[0]["hyper_inputs"]),
+                           models.downstream.peft_config, models.downstream.config)
+    for e, o in zip(examples, outputs):
+      predictions.append({"task": task.name, "inputs": e["inputs_pretokenized"],
+                          "references": e["references"], "prediction": o["prediction"]})
+  results = {"name": name or config.experiment, "benchmark": benchmark, "mixture": mixture,
+             "checkpoint": os.path.abspath(checkpoint), "experiment": config.experiment,
+             "tasks": per_task, **aggregate(benchmark, per_task)}
+  return results, predictions
+
+
+def write_results(output: str, results: dict, predictions: list[dict]) -> None:
+  """results.json, results.md, predictions.jsonl: written together, or not at all."""
+  output = os.path.abspath(output)
+  staging = output + ".partial"
+  shutil.rmtree(staging, ignore_errors=True)
+  os.makedirs(staging)
+  with open(os.path.join(staging, "predictions.jsonl"), "w") as f:
+    for p in predictions:
+      f.write(json.dumps(p) + "\n")
+  with open(os.path.join(staging, "results.md"), "w") as f:
+    f.write(f"# {results['mixture']} ({results['benchmark']})\n\n")
+    f.write(format_table(results["benchmark"], {results["name"]: results}) + "\n")
+  with open(os.path.join(staging, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  if os.path.exists(output):
+    old = f"{output}.old-{int(time.time())}"
+    os.rename(output, old)
+    os.rename(staging, output)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.rename(staging, output)
+
+
+def main(argv):
+  del argv
+  cli.quiet_logs()
+  config = FLAGS.config
+  try:
+    results, predictions = evaluate(config, FLAGS.checkpoint, save_phi=FLAGS.save_phi,
+                                    load_phi=FLAGS.load_phi)
+  except (EvalError, checkpoints.hf.CheckpointError, adapters.AdapterError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  output = FLAGS.output or os.path.join(FLAGS.checkpoint, f"eval_{results['mixture']}")
+  write_results(output, results, predictions)
+  print(format_table(results["benchmark"], {results["name"]: results}))
+  print(f"wrote {output}/results.json")
+
+
+if __name__ == "__main__":
+  define_flags()
+  flags.mark_flags_as_required(["config", "checkpoint"])
+  app.run(main)
