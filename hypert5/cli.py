@@ -23,11 +23,17 @@ def quiet_logs() -> None:
   ours.propagate = False
 
 
+def load_config_module(path: str):
+  """The Python module of a config file (for constants beside get_config)."""
+  spec = importlib.util.spec_from_file_location("hypert5_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def load_config(path: str, arg: str | None = None):
   """configs/NAME.py[:ARG] -> its get_config(ARG), as --config=PATH[:ARG] would give."""
   if ":" in path and arg is None:
     path, arg = path.split(":", 1)
-  spec = importlib.util.spec_from_file_location("hypert5_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_config_module(path)
   return module.get_config(arg) if arg is not None else module.get_config()

@@ -32,11 +32,11 @@ def train_batches(config, features: tuple[str, ...], *, local_batch_size: int, s
   if config.data.source != "seqio":
     raise ValueError(f"config.data.source={config.data.source!r}: expected seqio or synthetic")
   from hypert5_tasks import pipeline  # pylint: disable=import-outside-toplevel
-  check_vocabulary(config.data.mixture, form, config.model.vocab_size)
+  name = check_mixture(config.data.mixture, form, config.model.vocab_size)
   dataset = pipeline.get_dataset(
-      config.data.mixture, feature_lengths(config), split=config.data.split,
+      name, feature_lengths(config), split=config.data.split,
       shard_index=shard_index, num_shards=num_shards, seed=config.seed, shuffle=True,
-      pack=config.data.pack, form=form, batch_size=local_batch_size)
+      pack=config.data.pack, form="hyper", batch_size=local_batch_size)
   # Skipping replays the input pipeline up to the saved position: exact for every mixture.
   for batch in dataset.skip(start_batch).as_numpy_iterator():
     yield {k: batch[k] for k in features}
@@ -77,20 +77,32 @@ def synthetic_batch(config, features, batch_size: int, shard_index: int, index: 
   return {k: batch[k] for k in features}
 
 
-def check_vocabulary(mixture: str, form: str, model_vocab_size: int) -> None:
-  """A mixture whose token ids exceed the model's embedding table is an error, not NaNs."""
+def resolve_mixture(mixture: str, form: str) -> str:
+  """The registered name of `mixture` in `form` (few-shot mixtures have _concat and
+  _xonly variants; LM and CACLM mixtures exist in one form only)."""
   import seqio  # pylint: disable=import-outside-toplevel
+  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
-  name = mixture if form == "hyper" or mixture.endswith(forms.FORM_SUFFIX[form]) else (
-      forms.name_for(mixture, form))
-  try:
-    provider = seqio.get_mixture_or_task(name)
-  except ValueError as e:
-    raise ValueError(f"config.data.mixture={mixture!r} (form {form!r}): {e}") from e
-  size = provider.output_features["targets"].vocabulary.vocab_size
+  names = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
+  if form != "hyper" and not mixture.endswith(forms.FORM_SUFFIX[form]):
+    variant = forms.name_for(mixture, form)
+    if variant in names:
+      return variant
+  if mixture not in names:
+    raise ValueError(f"config.data.mixture={mixture!r} is not a registered SeqIO mixture or task")
+  return mixture
+
+
+def check_mixture(mixture: str, form: str, model_vocab_size: int) -> str:
+  """Resolves the mixture's name; ids beyond the model's embedding table are an error,
+  not NaNs."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  name = resolve_mixture(mixture, form)
+  size = seqio.get_mixture_or_task(name).output_features["targets"].vocabulary.vocab_size
   if size > model_vocab_size:
     raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
                      f"config.model.vocab_size={model_vocab_size}")
+  return name
 
 
 class Prefetcher:

@@ -38,7 +38,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import adapters, checkpoints, cli, decoding, experiment, metrics
+from hypert5 import adapters, checkpoints, cli, decoding, experiment, metrics, t5
 
 
 
@@ -72,7 +72,7 @@ def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
     checkpoints.check_params_fit(params["downstream"], models.downstream.config, checkpoint)
     return params
   for part in models.trainable:
-    abstract = experiment.unboxed_shapes(experiment.abstract_params(models, part))
+    abstract = t5.unbox_shapes(experiment.abstract_params(models, part))
     params[part] = checkpoints.restore_part(checkpoint, part, abstract)
   if "downstream" not in params:
     if config.init.downstream_checkpoint:
@@ -97,12 +97,13 @@ def benchmark_of(mixture: str) -> str:
 
 def mixture_tasks(mixture: str, form: str) -> list:
   import seqio  # pylint: disable=import-outside-toplevel
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
-  name = mixture if form == "hyper" else forms.name_for(mixture, form)
+  from hypert5 import data  # pylint: disable=import-outside-toplevel
   try:
+    name = data.resolve_mixture(mixture, form)
     provider = seqio.get_mixture_or_task(name)
   except ValueError:
+    from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+    name = mixture if form == "hyper" else forms.name_for(mixture, form)
     known = sorted(n for n in seqio.MixtureRegistry.names() if "test" in n or "eval" in n)
     raise EvalError(f"unknown mixture {name!r}; evaluation mixtures include "
                     f"{', '.join(k for k in known if not k.endswith(('_concat', '_xonly')))}"

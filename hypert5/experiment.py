@@ -134,12 +134,6 @@ def abstract_params(models: Models, part: str):
   return jax.eval_shape(_init_fn(models, part), jax.random.PRNGKey(0))["params"]
 
 
-def unboxed_shapes(boxed):
-  """Abstract boxed params -> plain ShapeDtypeStructs (no constraints applied)."""
-  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, boxed,
-                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
-
-
 def param_shardings(models: Models, part: str, mesh, rules):
   specs = nn.get_partition_spec(abstract_params(models, part))
   return partitioning.logical_to_sharding(specs, mesh, rules)

@@ -565,9 +565,16 @@ def abstract_variables(cfg: T5Config) -> dict:
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *_dummy_inputs()))
 
 
+def unbox_shapes(boxed):
+  """Abstract boxed parameters -> plain ShapeDtypeStructs. Unlike nn.unbox it applies
+  no sharding constraint, so it works under an active mesh."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, boxed,
+                      is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
 def param_shapes(cfg: T5Config) -> dict:
   """Parameter tree of jax.ShapeDtypeStruct."""
-  return nn.unbox(abstract_variables(cfg)["params"])
+  return unbox_shapes(abstract_variables(cfg)["params"])
 
 
 def param_logical_axes(cfg: T5Config) -> dict:

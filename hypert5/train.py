@@ -31,7 +31,7 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning
+from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning, t5
 from hypert5.optim import make_optimizer
 
 
@@ -237,11 +237,14 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   # -- Models and optimizer ---------------------------------------------------
   models = experiment.build_models(config)
+  if config.data.source == "seqio":  # fail now, not after initialization
+    data.check_mixture(config.data.mixture, experiment.data_form(config),
+                       config.model.vocab_size)
   optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
 
   # -- Abstract shapes and shardings (nothing allocated yet) -------------------
   shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
-  abstract = {p: _with_shardings(experiment.unboxed_shapes(experiment.abstract_params(models, p)),
+  abstract = {p: _with_shardings(t5.unbox_shapes(experiment.abstract_params(models, p)),
                                  shardings[p]) for p in models.parts}
   trainable_abstract = {p: abstract[p] for p in models.trainable}
   opt_shapes = jax.eval_shape(optimizer.init, trainable_abstract)

@@ -1,0 +1,93 @@
+"""The CPU demo's stages: a small T5 and HyperT5 on the embedded default.
+
+`python -m hypert5.demo` runs them all; one stage alone:
+
+  python -m hypert5.train --config=configs/demo.py:lm --workdir=workdir/demo/lm
+  python -m hypert5.train --config=configs/demo.py:mtf_prefix --workdir=workdir/demo/mtf_prefix \
+      --config.init.downstream_checkpoint=workdir/demo/downstream \
+      --config.init.hyper_checkpoint=workdir/demo/hyperpretrain_prefix
+
+Stages (the paper's pipeline at toy scale):
+  lm                     pretrain the downstream T5 (prefix -> continuation on Shakespeare)
+  hyperpretrain_prefix   CACLM hyperpretraining of HyperT5-Prefix (downstream frozen)
+  hyperpretrain_lora     the same for HyperT5-LoRA
+  mtf_prefix, mtf_lora   multi-task fine-tuning on the embedded few-shot training tasks
+  mtf_prefix_nohp        HyperT5-Prefix MTF without hyperpretraining (section 5.5 ablation)
+  shared_prefix, shared_lora   one prefix / LoRA for all tasks (the PEFT baselines)
+  t5_mtf                 full fine-tuning on x alone
+  t5_mtf_fewshot         full fine-tuning on few-shot examples + x, concatenated
+"""
+
+from hypert5.experiment import default_config
+from hypert5.t5_config import get_size
+
+STAGES = ("lm", "hyperpretrain_prefix", "hyperpretrain_lora", "mtf_prefix", "mtf_lora",
+          "mtf_prefix_nohp", "shared_prefix", "shared_lora", "t5_mtf", "t5_mtf_fewshot")
+SHOTS_LENGTH = 256  # about 10 of the embedded benchmark's few-shot examples
+
+
+def base_config(quick: bool = False):
+  c = default_config()
+  # 2,000 SentencePiece pieces + 100 extra ids, padded to a multiple of 64.
+  size = dict(vocab_size=2112, d_model=128, d_kv=32, d_ff=256, num_heads=4,
+              num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
+  if quick:
+    size.update(d_model=32, d_kv=8, d_ff=64)
+  c.model = get_size("tiny", **size).to_dict()
+  c.peft.prefix_length = 8
+  c.peft.lora_rank = 4
+  c.peft.lora_alpha = 8.0
+  c.optimizer.name = "adamw"
+  c.optimizer.learning_rate = 2e-3
+  c.optimizer.warmup_steps = 20
+  c.optimizer.grad_clip_norm = 1.0
+  c.batch_size = 16
+  c.log_every = 25
+  c.data.hyper_inputs_length = SHOTS_LENGTH
+  c.data.inputs_length = 40
+  c.data.targets_length = 4
+  c.eval.mixture = "embedded_fewshot_test"
+  c.eval.batch_size = 64
+  return c
+
+
+def get_config(arg="mtf_prefix"):
+  """arg: a stage name, optionally with ',quick' (the test-suite version)."""
+  stage, *flags = arg.split(",")
+  quick = "quick" in flags
+  if stage not in STAGES:
+    raise ValueError(f"unknown demo stage {stage!r}; stages: {', '.join(STAGES)}")
+  c = base_config(quick)
+  steps = {"lm": 400, "hyperpretrain": 200, "mtf": 300, "baseline": 300}
+  if quick:
+    steps = {k: 3 for k in steps}
+  kind = "lora" if stage.endswith("_lora") else "prefix"
+  c.peft.kind = kind
+  if stage == "lm":
+    c.experiment = "lm"
+    c.data.mixture = "embedded_lm"
+    c.data.inputs_length, c.data.targets_length = 96, 64
+    c.batch_size = 32
+    c.total_steps = steps["lm"]
+  elif stage.startswith("hyperpretrain"):
+    c.experiment = "hyper"
+    c.data.mixture = "embedded_caclm"
+    c.data.hyper_inputs_length, c.data.inputs_length, c.data.targets_length = 136, 40, 40
+    c.total_steps = steps["hyperpretrain"]
+  elif stage.startswith("mtf"):
+    c.experiment = "hyper"
+    c.data.mixture = "embedded_fewshot_train"
+    c.total_steps = steps["mtf"]
+  elif stage.startswith("shared"):
+    c.experiment = "shared_peft"
+    c.data.mixture = "embedded_fewshot_train"
+    c.total_steps = steps["baseline"]
+  else:
+    c.experiment = stage
+    c.data.mixture = "embedded_fewshot_train"
+    if stage == "t5_mtf_fewshot":
+      c.data.inputs_length = SHOTS_LENGTH + 40
+    c.optimizer.learning_rate = 5e-4  # all parameters train: a gentler step
+    c.total_steps = steps["baseline"]
+  c.checkpoint_every = c.total_steps
+  return c
