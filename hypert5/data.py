@@ -10,6 +10,7 @@ and `hypert5.bench` run where they are not installed.
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import numpy as np
@@ -103,6 +104,15 @@ def check_mixture(mixture: str, form: str, model_vocab_size: int) -> str:
     raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
                      f"config.model.vocab_size={model_vocab_size}")
   return name
+
+
+def write_vocabulary(mixture: str, path: str) -> None:
+  """The mixture's SentencePiece model (with its extra ids) as a file."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  vocabulary = seqio.get_mixture_or_task(mixture).output_features["targets"].vocabulary
+  with open(path + ".partial", "wb") as f:
+    f.write(vocabulary.sp_model)
+  os.replace(path + ".partial", path)
 
 
 class Prefetcher:

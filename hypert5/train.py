@@ -238,8 +238,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   # -- Models and optimizer ---------------------------------------------------
   models = experiment.build_models(config)
   if config.data.source == "seqio":  # fail now, not after initialization
-    data.check_mixture(config.data.mixture, experiment.data_form(config),
-                       config.model.vocab_size)
+    mixture = data.check_mixture(config.data.mixture, experiment.data_form(config),
+                                 config.model.vocab_size)
+    if is_chief:  # TF-free tools (hypert5.adapt, hypert5.score) read it from here
+      data.write_vocabulary(mixture, os.path.join(workdir, "spiece.model"))
   optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
 
   # -- Abstract shapes and shardings (nothing allocated yet) -------------------

@@ -30,19 +30,13 @@ from typing import Sequence, TypeVar
 import numpy as np
 import tensorflow as tf
 
+from hypert5 import prompts
+from hypert5.prompts import PAIR_INPUT, PAIR_OUTPUT, SEGMENT_SEPARATOR, format_pair  # noqa: F401
 from hypert5_tasks import records as records_lib
 
 NUM_SHOTS = 16
-PAIR_INPUT = "Input: "
-PAIR_OUTPUT = " Output: "
-SEGMENT_SEPARATOR = " "
 
 T = TypeVar("T")
-
-
-def format_pair(x: str, y: str) -> str:
-  """One few-shot example as a context segment."""
-  return f"{PAIR_INPUT}{x}{PAIR_OUTPUT}{y}"
 
 
 def format_pairs_tf(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
@@ -53,7 +47,7 @@ def format_pairs_tf(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
 def format_query(x: str | tf.Tensor):
   """The query as the concatenated baseline shows it, after its context: "Input: x Output:"."""
   if isinstance(x, str):
-    return f"{PAIR_INPUT}{x}{PAIR_OUTPUT.rstrip()}"
+    return prompts.format_query(x)
   return tf.strings.join([PAIR_INPUT, x, PAIR_OUTPUT.rstrip()])
 
 

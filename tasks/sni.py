@@ -46,6 +46,7 @@ from absl import logging
 import numpy as np
 import seqio
 
+from hypert5 import prompts
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
 from hypert5_tasks import locations
@@ -152,8 +153,8 @@ def context(task: SniTask, setting: str) -> list[str]:
   if len(task.positives) < num_positives:
     raise ValueError(f"{task.path}: setting {setting} needs {num_positives} positive examples, "
                      f"the task has {len(task.positives)}")
-  segments = [f"Definition: {task.definition}"]
-  segments += [f"Positive Example {i + 1}: {fewshot.format_pair(x, y)}"
+  segments = [prompts.format_definition(task.definition)]
+  segments += [prompts.format_positive_example(i + 1, x, y)
                for i, (x, y) in enumerate(task.positives[:num_positives])]
   return segments
 
