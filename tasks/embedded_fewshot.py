@@ -25,9 +25,10 @@ features, and the options are in the input, so the downstream model can copy
 the answer instead of having to produce a word it never saw as a label.
 
 Defaults (`BenchmarkConfig`): 160 training rules -> 320 training tasks of 96
-examples (48 per class); 10 held-out rules -> 20 held-out tasks, each with a
-fixed set of 16 few-shot examples (8 per class, in a fixed random order) and
-64 queries (32 per class). Pools: 98 label words (24 held out), 55 keywords
+examples (48 per class); 16 held-out rules (two of each family) -> 32 held-out
+tasks, each with a fixed set of 16 few-shot examples (8 per class, in a fixed
+random order), 64 test queries (32 per class) and a 'train' split of 32 more
+examples (16 per class) for fine-tuning on the task itself (paper section 6). Pools: 98 label words (24 held out), 55 keywords
 (8 held out), 39 start words (6 held out). Inputs are 10-28 tokens of the
 embedded vocabulary (median 18); a held-out context of 16 examples is about 400
 tokens. Everything follows from the seed.
@@ -58,10 +59,11 @@ MAX_LINE_TOKENS = 18
 class BenchmarkConfig:
   seed: int = 0
   num_train_rules: int = 160
-  num_heldout_rules: int = 10
+  num_heldout_rules: int = 16  # two of each family
   train_examples_per_class: int = 48
   heldout_shots_per_class: int = 8
   heldout_queries_per_class: int = 32
+  heldout_train_per_class: int = 16
   num_heldout_label_words: int = 24
   num_heldout_keywords: int = 8
   num_heldout_start_words: int = 6
@@ -85,6 +87,7 @@ class GeneratedTask:
   orientation: int  # class c is answered by choices[c ^ orientation]
   examples: tuple[Example, ...]
   shots: tuple[Example, ...] = ()  # test tasks: the fixed few-shot set
+  train_examples: tuple[Example, ...] = ()  # test tasks: for fine-tuning on the task
 
   @property
   def mirror_name(self) -> str:
@@ -153,15 +156,19 @@ class _LineIndex:
 
   def has(self, rule: rules_lib.Rule, per_class: int) -> bool:
     zero, one = self.candidates(rule)
-    if rule.family == "speaker":  # both classes share one pool
+    if rule.family in ("speaker", "constant"):  # both classes share one pool
       return len(zero) >= 2 * per_class
     return min(len(zero), len(one)) >= per_class
 
   def sample(self, rule: rules_lib.Rule, per_class: int,
              rng: np.random.Generator) -> list[tuple[embedded_corpus.VerseLine, int]]:
-    """per_class distinct lines of each class, as (line, class), in random order."""
+    """per_class distinct lines of each class, as (line, class), in random order.
+
+    For the constant family the "classes" are two halves of one pool, both of
+    label 0 (`_examples` answers them alike); they keep shots and queries split
+    as for the other families."""
     zero, one = self.candidates(rule)
-    if rule.family == "speaker":
+    if rule.family in ("speaker", "constant"):
       picked = rng.choice(len(zero), size=2 * per_class, replace=False)
       chosen = [(zero[i], c) for c, half in enumerate((picked[:per_class], picked[per_class:]))
                 for i in half]
@@ -178,8 +185,9 @@ def _render_input(rule, line, label, choices) -> str:
 
 
 def _examples(rule, sampled, choices, orientation) -> tuple[Example, ...]:
+  label = lambda c: (0 if rule.family == "constant" else c) ^ orientation
   return tuple(Example(input=_render_input(rule, line, c, choices),
-                       output=choices[c ^ orientation], label=c ^ orientation, line=line.text)
+                       output=choices[label(c)], label=label(c), line=line.text)
                for line, c in sampled)
 
 
@@ -213,11 +221,13 @@ def _draw_rule(family: str, keywords: Sequence[str], start_words: Sequence[str],
   raise ValueError(f"no {family} rule with {per_class} lines per class")
 
 
-def _mirrored_tasks(name: str, split: str, rule, choices, sampled, shots_sampled=()):
+def _mirrored_tasks(name: str, split: str, rule, choices, sampled, shots_sampled=(),
+                    train_sampled=()):
   return tuple(
       GeneratedTask(name=f"{name}_m{o}", split=split, rule=rule, choices=choices, orientation=o,
                     examples=_examples(rule, sampled, choices, o),
-                    shots=_examples(rule, shots_sampled, choices, o))
+                    shots=_examples(rule, shots_sampled, choices, o),
+                    train_examples=_examples(rule, train_sampled, choices, o))
       for o in (0, 1))
 
 
@@ -231,13 +241,16 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
   rules_lib.check_pools()
   train_index, heldout_index = _LineIndex("train"), _LineIndex("validation")
   rng = np.random.default_rng([config.seed, 0])
-  heldout_need = config.heldout_shots_per_class + config.heldout_queries_per_class
+  heldout_need = (config.heldout_shots_per_class + config.heldout_queries_per_class
+                  + config.heldout_train_per_class)
 
   heldout_labels, train_labels = _partition(
       rules_lib.LABEL_WORDS, config.num_heldout_label_words, lambda w: True, rng)
   heldout_keywords, train_keywords = _partition(
       rules_lib.KEYWORDS, config.num_heldout_keywords,
-      lambda w: len(heldout_index.by_word.get(w, ())) >= 2 * heldout_need, rng)
+      # A keyword needs `heldout_need` lines without the rule's other keyword; a
+      # few spare lines make that likely (_draw_rule checks).
+      lambda w: len(heldout_index.by_word.get(w, ())) >= heldout_need + 12, rng)
   heldout_starts, train_starts = _partition(
       rules_lib.START_WORDS, config.num_heldout_start_words,
       lambda w: len(heldout_index.by_first.get(w, ())) >= 2 * heldout_need, rng)
@@ -261,13 +274,16 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
     heldout_rules.add(rule)
     choices = tuple(str(w) for w in task_rng.choice(heldout_labels, size=2, replace=False))
     sampled = heldout_index.sample(rule, heldout_need, task_rng)
-    # Shots and queries are disjoint lines; each keeps both classes balanced.
-    shots, queries, taken = [], [], collections.Counter()
+    # Shots, queries and training examples are disjoint lines, each part balanced.
+    shots, queries, train, taken = [], [], [], collections.Counter()
+    query_end = config.heldout_shots_per_class + config.heldout_queries_per_class
     for line, c in sampled:
       taken[c] += 1
-      (shots if taken[c] <= config.heldout_shots_per_class else queries).append((line, c))
+      part = (shots if taken[c] <= config.heldout_shots_per_class
+              else queries if taken[c] <= query_end else train)
+      part.append((line, c))
     heldout_tasks += _mirrored_tasks(f"{NAME}.heldout_{j:02d}", "test", rule, choices,
-                                     queries, shots)
+                                     queries, shots, train)
 
   return Benchmark(config=config, train_tasks=tuple(train_tasks),
                    heldout_tasks=tuple(heldout_tasks),
@@ -303,13 +319,16 @@ def _train_reader(config: BenchmarkConfig):
 
 def _heldout_reader(config: BenchmarkConfig, index: int):
   def read(split, shuffle, seed, shard):
-    del split, shuffle, seed  # evaluation order is fixed
     task = generate(config).heldout_tasks[index]
     context = fewshot_context(task)
-    return records_lib.records_dataset(
-        [records_lib.make_record(task.name, e.input, e.output, answer_choices=task.choices,
-                                 label=e.label, context=context)
-         for e in shard.slice(task.examples)])
+    examples = task.train_examples if split == "train" else task.examples
+    records = [records_lib.make_record(task.name, e.input, e.output,
+                                       answer_choices=task.choices, label=e.label,
+                                       context=context)
+               for e in shard.slice(examples)]
+    if split == "train":  # fine-tuning data; evaluation order is fixed
+      return records_lib.records_dataset(records, shuffle, seed)
+    return records_lib.records_dataset(records)
   return read
 
 
@@ -329,7 +348,7 @@ def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
                                                num_shots=fewshot.NUM_SHOTS)])
   names = heldout_task_names(config)
   for index, name in enumerate(names):
-    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("test",),
+    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
                                               f"embedded held-out task {name}"), vocabulary)
   forms.add_mixture(TRAIN_MIXTURE, [TRAIN_TASK])
   forms.add_mixture(TEST_MIXTURE, names)

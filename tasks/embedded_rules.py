@@ -2,9 +2,11 @@
 
 A task of the benchmark is a binary rule over a line of verse (this module)
 plus a verbalizer: two label words standing for the two classes (see
-embedded_fewshot.py). The families are deliberately simple surface rules, so
-that a tiny hypermodel can infer them from 16 examples:
+embedded_fewshot.py). The families are simple surface rules, from the
+easiest to infer from 16 examples to harder ones:
 
+  constant          every line is class 0: the task always answers the same one of
+                    its two options (which one, only the examples tell)
   keyword(a, b)     the line contains the word a (class 0) or the word b (class 1)
   starts_with(w)    the line starts with the word w, or with another word
   question          the line ends with "?", or with "."
@@ -24,7 +26,8 @@ from typing import Sequence
 
 from hypert5_tasks import embedded_corpus
 
-FAMILIES = ("keyword", "starts_with", "question", "exclamation", "length", "comma", "speaker")
+FAMILIES = ("constant", "keyword", "starts_with", "question", "exclamation", "length", "comma",
+            "speaker")
 LENGTH_THRESHOLDS = (5, 6)
 LENGTH_GAP = 3
 MIN_WORDS, MAX_WORDS = 4, 10  # lines outside this range are never used
@@ -102,6 +105,8 @@ class Rule:
       if "," in text:
         return (0,)
       return () if ";" in text or ":" in text else (1,)
+    if self.family == "constant":
+      return (0,)
     # speaker: any line with a speaker can be shown with or without it.
     return (0, 1) if line.speaker else ()
 

@@ -138,13 +138,23 @@ def test_embedded_lm_is_prefix_then_continuation():
 def test_benchmark_sizes_and_balance(bench):
   config = bench.config
   assert len(bench.train_tasks) == 2 * config.num_train_rules == 320
-  assert len(bench.heldout_tasks) == 2 * config.num_heldout_rules == 20
+  assert len(bench.heldout_tasks) == 2 * config.num_heldout_rules == 32
+
+  def counts(per_class, task):
+    if task.rule.family == "constant":  # always the same option: the orientation's
+      return {task.orientation: 2 * per_class}
+    return {0: per_class, 1: per_class}
+
   for task in bench.train_tasks:
-    assert collections.Counter(e.label for e in task.examples) == {0: 48, 1: 48}
+    assert collections.Counter(e.label for e in task.examples) == counts(48, task)
   for task in bench.heldout_tasks:
-    assert collections.Counter(e.label for e in task.shots) == {0: 8, 1: 8}
-    assert collections.Counter(e.label for e in task.examples) == {0: 32, 1: 32}
-  assert {t.rule.family for t in bench.heldout_tasks} == set(embedded_rules.FAMILIES)
+    assert collections.Counter(e.label for e in task.shots) == counts(8, task)
+    assert collections.Counter(e.label for e in task.examples) == counts(32, task)
+    assert collections.Counter(e.label for e in task.train_examples) == counts(16, task)
+    parts = [{e.line for e in part} for part in (task.shots, task.examples, task.train_examples)]
+    assert sum(map(len, parts)) == len(set.union(*parts)) == 112  # disjoint
+  families = collections.Counter(t.rule.family for t in bench.heldout_tasks)
+  assert families == {f: 4 for f in embedded_rules.FAMILIES}  # two rules, mirrored
 
 
 def test_examples_follow_their_rule_and_verbalizer(bench):
