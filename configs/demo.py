@@ -16,6 +16,14 @@ Stages (the paper's pipeline at toy scale):
   shared_prefix, shared_lora   one prefix / LoRA for all tasks (the PEFT baselines)
   t5_mtf                 full fine-tuning on x alone
   t5_mtf_fewshot         full fine-tuning on few-shot examples + x, concatenated
+
+and `peft_finetune`: prefix tuning on one held-out task from a random, shared
+or hypermodel init (section 6), which `python -m hypert5.peft_sweep` runs:
+
+  python -m hypert5.train --config=configs/demo.py:peft_finetune --workdir=/tmp/ft \
+      --config.init.downstream_checkpoint=workdir/demo/downstream \
+      --config.init.peft=hyper --config.init.peft_checkpoint=workdir/demo/seed0/mtf_prefix \
+      --config.init.peft_examples=shots.jsonl
 """
 
 from hypert5.experiment import default_config
@@ -23,16 +31,17 @@ from hypert5.t5_config import get_size
 
 STAGES = ("lm", "hyperpretrain_prefix", "hyperpretrain_lora", "mtf_prefix", "mtf_lora",
           "mtf_prefix_nohp", "shared_prefix", "shared_lora", "t5_mtf", "t5_mtf_fewshot")
-SHOTS_LENGTH = 256  # about 10 of the embedded benchmark's few-shot examples
+FINETUNE = "peft_finetune"  # not a stage of the demo: hypert5.peft_sweep runs it
+SHOTS_LENGTH = 160  # about 6 of the embedded benchmark's few-shot examples
 
 
 def base_config(quick: bool = False):
   c = default_config()
   # 2,000 SentencePiece pieces + 100 extra ids, padded to a multiple of 64.
-  size = dict(vocab_size=2112, d_model=128, d_kv=32, d_ff=256, num_heads=4,
+  size = dict(vocab_size=2112, d_model=64, d_kv=16, d_ff=128, num_heads=4,
               num_encoder_layers=2, num_decoder_layers=2, dropout_rate=0.0)
   if quick:
-    size.update(d_model=32, d_kv=8, d_ff=64)
+    size.update(d_model=32, d_kv=8, d_ff=64, num_heads=2)
   c.model = get_size("tiny", **size).to_dict()
   c.peft.prefix_length = 8
   c.peft.lora_rank = 4
@@ -51,14 +60,32 @@ def base_config(quick: bool = False):
   return c
 
 
+def finetune_config(c, quick: bool):
+  """PEFT fine-tuning of one held-out task (paper section 6), evaluated along the way."""
+  c.experiment = "peft_finetune"
+  c.peft.kind = "prefix"
+  c.data.mixture = c.eval.mixture = "embedded_fewshot.heldout_00_m0"
+  c.data.split, c.eval.split = "train", "test"
+  c.batch_size = 8
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 0
+  c.total_steps = 4 if quick else 100
+  c.eval_every = 2 if quick else 20
+  c.checkpoint_every = c.total_steps
+  c.log_every = c.eval_every
+  return c
+
+
 def get_config(arg="mtf_prefix"):
   """arg: a stage name, optionally with ',quick' (the test-suite version)."""
   stage, *flags = arg.split(",")
   quick = "quick" in flags
-  if stage not in STAGES:
-    raise ValueError(f"unknown demo stage {stage!r}; stages: {', '.join(STAGES)}")
+  if stage not in STAGES + (FINETUNE,):
+    raise ValueError(f"unknown demo stage {stage!r}; stages: {', '.join(STAGES + (FINETUNE,))}")
   c = base_config(quick)
-  steps = {"lm": 400, "hyperpretrain": 200, "mtf": 300, "baseline": 300}
+  if stage == FINETUNE:
+    return finetune_config(c, quick)
+  steps = {"lm": 300, "hyperpretrain": 150, "mtf": 250, "baseline": 250}
   if quick:
     steps = {k: 3 for k in steps}
   kind = "lora" if stage.endswith("_lora") else "prefix"

@@ -53,27 +53,11 @@ def define_flags() -> None:
 def read_examples(path: str, max_examples: int = MAX_EXAMPLES) -> list[tuple[str, str]]:
   """[(input, output)] from a jsonl file; errors name the file and line."""
   examples = []
-  try:
-    handle = open(path)
-  except OSError as e:
-    raise ExamplesError(f"{path}: cannot read ({e.strerror})") from e
-  with handle:
-    for number, line in enumerate(handle, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ExamplesError(f"{where}: invalid JSON ({e.msg})") from e
-      if not isinstance(record, dict):
-        raise ExamplesError(f"{where}: expected an object with 'input' and 'output'")
-      for key in ("input", "output"):
-        if key not in record:
-          raise ExamplesError(f"{where}: missing key {key!r}")
-        if not isinstance(record[key], str):
-          raise ExamplesError(f"{where}: {key!r} must be a string")
-      examples.append((record["input"], record["output"]))
+  for where, record in cli.read_jsonl(path, ("input", "output"), ExamplesError):
+    for key in ("input", "output"):
+      if not isinstance(record[key], str):
+        raise ExamplesError(f"{where}: {key!r} must be a string")
+    examples.append((record["input"], record["output"]))
   if not examples:
     raise ExamplesError(f"{path}: no examples (expected up to {max_examples} lines of "
                         '{"input": ..., "output": ...})')

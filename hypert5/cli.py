@@ -7,7 +7,9 @@ under `__main__`), so that one command can import another's library functions.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+from typing import Iterator
 
 
 def quiet_logs() -> None:
@@ -37,3 +39,28 @@ def load_config(path: str, arg: str | None = None):
     path, arg = path.split(":", 1)
   module = load_config_module(path)
   return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def read_jsonl(path: str, keys: tuple[str, ...], error: type[Exception] = ValueError
+               ) -> Iterator[tuple[str, dict]]:
+  """(file:line, object) for each non-blank line of a jsonl input file; a line that
+  is not an object with `keys` raises `error` naming the file and line."""
+  try:
+    handle = open(path)
+  except OSError as e:
+    raise error(f"{path}: cannot read ({e.strerror})") from e
+  with handle:
+    for number, line in enumerate(handle, start=1):
+      if not line.strip():
+        continue
+      where = f"{path}:{number}"
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise error(f"{where}: invalid JSON ({e.msg})") from e
+      if not isinstance(record, dict):
+        raise error(f"{where}: expected an object with " + " and ".join(map(repr, keys)))
+      for key in keys:
+        if key not in record:
+          raise error(f"{where}: missing key {key!r}")
+      yield where, record

@@ -117,8 +117,8 @@ def evaluate_system(system: str, seed: int, quick: bool, workdir: str) -> dict:
     with open(results_path) as f:
       return json.load(f)
   config = stage_config(config_stage, seed, quick, workdir)
-  if quick:
-    config.eval.max_examples = 8
+  if quick:  # a smoke test: one mirrored pair of each of the first four families
+    config.eval.max_examples, config.eval.max_tasks = 4, 8
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
   results, predictions = eval_lib.evaluate(config, checkpoint, name=system, progress=False)
@@ -150,7 +150,7 @@ def summarize(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
             values["accuracy"])
     out[system] = {"families": {f: float(np.mean(v)) for f, v in sorted(by_family.items())},
                    "average": float(np.mean(averages)), "std": float(np.std(averages)),
-                   "seeds": averages}
+                   "seeds": averages, "num_tasks": len(res["tasks"])}
   return out
 
 
@@ -193,7 +193,8 @@ def run(workdir: str, seeds: int, quick: bool) -> dict:
   os.makedirs(workdir, exist_ok=True)
   import jax  # pylint: disable=import-outside-toplevel
   # Identical programs recur across stages and seeds, and across restarts: keep them.
-  jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, ".jax_cache"))
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, ".jax_cache")))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   stages = cli.load_config_module(DEMO_CONFIG).STAGES
   steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + (",quick" if quick else "")
@@ -223,10 +224,12 @@ def report(workdir: str, summary: dict, seeds: int, quick: bool, seconds: float)
   command = "python -m hypert5.demo --workdir=" + workdir + (
       f" --seeds={seeds}" if seeds != 1 else "") + (" --quick" if quick else "")
   text = table(summary)
+  num_tasks = next(iter(summary.values()))["num_tasks"]
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("# HyperT5 on the embedded few-shot benchmark (held-out tasks)\n\n")
     f.write("Accuracy (%) by rank classification over each task's two answer options, per rule "
-            "family and averaged over the 20 held-out tasks; chance is 50 by construction.\n\n")
+            f"family and averaged over the {num_tasks} held-out tasks; chance is 50 by "
+            "construction.\n\n")
     f.write(text + "\n\n")
     f.write(f"Command: `{command}` ({seconds / 60:.1f} min)\n\n![held-out accuracy](figure.png)\n")
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -127,8 +127,19 @@ def _strings(value) -> list[str]:
 EVAL_SPLITS = {"p3": "validation"}  # P3's held-out *_score_eval subsets: validation
 
 
+_READ_CACHE: dict = {}  # (task, split, lengths, max_examples) -> examples
+
+
 def read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]:
-  """A task's evaluation examples, in order, as plain Python values."""
+  """A task's evaluation examples, in order, as plain Python values (read once
+  per process: evaluating several models reuses them; do not modify them)."""
+  key = (task.name, split, tuple(sorted(lengths.items())), max_examples)
+  if key not in _READ_CACHE:
+    _READ_CACHE[key] = _read_task(task, split, lengths, max_examples)
+  return _READ_CACHE[key]
+
+
+def _read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]:
   if split not in task.splits:
     others = [s for s in ("test", "validation") if s in task.splits]
     if not others:
@@ -381,13 +392,34 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
              save_phi: str | None = None, load_phi: str | None = None,
              progress: bool = True) -> tuple[dict, list[dict]]:
   """(results, predictions) of one model on config.eval.mixture."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-  mixture = config.eval.mixture or config.data.mixture.replace("_train", "_test")
-  benchmark = benchmark_of(mixture)
   models = experiment.build_models(config)
+  benchmark_of(eval_mixture(config))  # unknown mixtures fail before loading
+  mixture_tasks(eval_mixture(config), experiment.data_form(config))
+  params = load_params(config, checkpoint, models)
+  results, predictions = evaluate_params(config, models, params, name=name,
+                                         per_query_phi=per_query_phi, save_phi=save_phi,
+                                         load_phi=load_phi, progress=progress)
+  results["checkpoint"] = os.path.abspath(checkpoint)
+  return results, predictions
+
+
+def eval_mixture(config) -> str:
+  return config.eval.mixture or config.data.mixture.replace("_train", "_test")
+
+
+def evaluate_params(config, models: experiment.Models, params: dict, *,
+                    name: str | None = None, per_query_phi: bool = False,
+                    save_phi: str | None = None, load_phi: str | None = None,
+                    progress: bool = True) -> tuple[dict, list[dict]]:
+  """(results, predictions) of given parameters (host arrays or fully addressable
+  device arrays) on config.eval.mixture; also used during training."""
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  mixture = eval_mixture(config)
+  benchmark = benchmark_of(mixture)
   form = experiment.data_form(config)
   tasks = mixture_tasks(mixture, form)
-  params = load_params(config, checkpoint, models)
+  if config.eval.max_tasks:
+    tasks = tasks[:config.eval.max_tasks]
   lengths = {"hyper_inputs": config.data.hyper_inputs_length,
              "inputs": config.data.inputs_length, "targets": config.data.targets_length}
   vocabulary = tasks[0].output_features["targets"].vocabulary
@@ -415,7 +447,7 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
       predictions.append({"task": task.name, "inputs": e["inputs_pretokenized"],
                           "references": e["references"], "prediction": o["prediction"]})
   results = {"name": name or config.experiment, "benchmark": benchmark, "mixture": mixture,
-             "checkpoint": os.path.abspath(checkpoint), "experiment": config.experiment,
+             "experiment": config.experiment,
              "tasks": per_task, **aggregate(benchmark, per_task)}
   return results, predictions
 

@@ -66,6 +66,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.logical_axis_rules = partitioning.DEFAULT_RULES
   c.eval_every = 0  # 0 = no evaluation during training
   c.eval = dict(mixture="", split="", batch_size=32, max_examples=0,  # split "": benchmark's
+                max_tasks=0,  # 0: every task (smoke tests take the first few)
                 max_decode_length=0)  # 0: data.targets_length
   return ml_collections.ConfigDict(c)
 

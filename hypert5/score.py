@@ -22,6 +22,8 @@ from typing import Iterable
 import numpy as np
 from absl import app, flags
 
+from hypert5 import cli
+
 
 
 def define_flags() -> None:
@@ -42,29 +44,9 @@ class DataError(ValueError):
 
 def read_examples(path: str, vocab, vocab_size: int, eos_id: int) -> list[tuple[list, list]]:
   """jsonl -> [(input ids, target ids)], with file:line errors."""
-  examples = []
-  try:
-    handle = open(path)
-  except OSError as e:
-    raise DataError(f"{path}: cannot read ({e.strerror})") from e
-  with handle:
-    for number, line in enumerate(handle, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise DataError(f"{where}: invalid JSON ({e.msg})") from e
-      if not isinstance(record, dict):
-        raise DataError(f"{where}: expected an object with 'inputs' and 'targets'")
-      ids = []
-      for key in ("inputs", "targets"):
-        if key not in record:
-          raise DataError(f"{where}: missing key {key!r}")
-        ids.append(_to_ids(record[key], f"{where}: {key!r}", vocab, vocab_size, eos_id))
-      examples.append(tuple(ids))
-  return examples
+  return [tuple(_to_ids(record[key], f"{where}: {key!r}", vocab, vocab_size, eos_id)
+                for key in ("inputs", "targets"))
+          for where, record in cli.read_jsonl(path, ("inputs", "targets"), DataError)]
 
 
 def _to_ids(value, where: str, vocab, vocab_size: int, eos_id: int) -> list[int]:

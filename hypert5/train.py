@@ -235,6 +235,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     raise ValueError(f"batch_size {config.batch_size} must divide into "
                      f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
 
+  if config.eval_every and jax.process_count() > 1:
+    raise ValueError("config.eval_every: evaluation along the way runs in one process; on "
+                     "several hosts evaluate the checkpoints with python -m hypert5.eval")
+
   # -- Models and optimizer ---------------------------------------------------
   models = experiment.build_models(config)
   if config.data.source == "seqio":  # fail now, not after initialization
@@ -308,6 +312,18 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     step_fn = make_train_step(models, optimizer, schedule, config, shardings, opt_shardings,
                               mesh, rules)
 
+  # -- Evaluation along the way (config.eval_every) ---------------------------
+  def evaluate(step):
+    from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
+    results, _ = eval_lib.evaluate_params(config, models, {**trainable, **frozen},
+                                          progress=False)
+    entry = {"step": step, "eval_average": results["average"],
+             "eval_tasks": {t: v for t, v in results["tasks"].items()}}
+    log.info("step %d eval %s %.2f", step, results["mixture"], results["average"])
+    if writer:
+      writer.write_eval(entry)
+    return entry
+
   # -- Loop -------------------------------------------------------------------
   batch_sh = partitioning.batch_sharding(mesh, rules)
   preemption = _Preemption()
@@ -332,6 +348,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   step = start_step
   try:
+    if config.eval_every and step == 0:
+      evaluate(0)  # where fine-tuning starts (paper Figure 5)
     while step < config.total_steps:
       if preemption.check(step):
         if last_saved != step:
@@ -363,6 +381,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
         if writer:
           writer.write(entry)
         interval_tokens, interval_start = 0, time.time()
+      if config.eval_every and (step % config.eval_every == 0 or step == config.total_steps):
+        check(*pending)
+        evaluate(step)
       if step % config.checkpoint_every == 0 or step == config.total_steps:
         check(*pending)
         save(step)
@@ -399,6 +420,11 @@ class _MetricsWriter:
     self.bar.update(entry["step"] - self.last_step)
     self.bar.set_postfix(loss=f"{entry['loss']:.4f}", tok_s=f"{entry['tokens_per_sec']:,.0f}")
     self.last_step = entry["step"]
+
+  def write_eval(self, entry: dict) -> None:
+    self.jsonl.write(json.dumps(entry) + "\n")
+    self.jsonl.flush()
+    self.tensorboard.add_scalar("eval_average", entry["eval_average"], entry["step"])
 
   def close(self) -> None:
     self.jsonl.close()
