@@ -74,6 +74,20 @@ def _with_shardings(tree, shardings):
                       tree, shardings)
 
 
+def abstract_state(models, optimizer, mesh, rules):
+  """Shardings and sharded ShapeDtypeStructs of every parameter part and of the
+  optimizer state (of the trainable parts): (param shardings, abstract params,
+  optimizer-state shardings, abstract optimizer state). Allocates nothing."""
+  shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
+  abstract = {p: _with_shardings(t5.unbox_shapes(experiment.abstract_params(models, p)),
+                                 shardings[p]) for p in models.parts}
+  trainable = {p: abstract[p] for p in models.trainable}
+  opt_shapes = jax.eval_shape(optimizer.init, trainable)
+  opt_shardings = partitioning.optimizer_state_shardings(
+      optimizer, opt_shapes, trainable, {p: shardings[p] for p in models.trainable}, mesh)
+  return shardings, abstract, opt_shardings, _with_shardings(opt_shapes, opt_shardings)
+
+
 def _count_tokens(batch: dict) -> int:
   return int(sum(np.count_nonzero(batch[k]) for k in
                  ("hyper_encoder_input_tokens", "encoder_input_tokens", "decoder_target_tokens")
@@ -249,15 +263,9 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
 
   # -- Abstract shapes and shardings (nothing allocated yet) -------------------
-  shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
-  abstract = {p: _with_shardings(t5.unbox_shapes(experiment.abstract_params(models, p)),
-                                 shardings[p]) for p in models.parts}
+  shardings, abstract, opt_shardings, opt_abstract = abstract_state(models, optimizer, mesh,
+                                                                    rules)
   trainable_abstract = {p: abstract[p] for p in models.trainable}
-  opt_shapes = jax.eval_shape(optimizer.init, trainable_abstract)
-  opt_shardings = partitioning.optimizer_state_shardings(
-      optimizer, opt_shapes, trainable_abstract, {p: shardings[p] for p in models.trainable},
-      mesh)
-  opt_abstract = _with_shardings(opt_shapes, opt_shardings)
 
   # -- Restore or initialize --------------------------------------------------
   checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
