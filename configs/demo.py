@@ -8,7 +8,7 @@
       --config.init.hyper_checkpoint=workdir/demo/hyperpretrain_prefix
 
 Stages (the paper's pipeline at toy scale):
-  lm                     pretrain the downstream T5 (prefix -> continuation on Shakespeare)
+  lm                     pretrain the downstream T5 (continuation and denoising on Shakespeare)
   hyperpretrain_prefix   CACLM hyperpretraining of HyperT5-Prefix (downstream frozen)
   hyperpretrain_lora     the same for HyperT5-LoRA
   mtf_prefix, mtf_lora   multi-task fine-tuning on the embedded few-shot training tasks
@@ -92,7 +92,7 @@ def get_config(arg="mtf_prefix"):
   c.peft.kind = kind
   if stage == "lm":
     c.experiment = "lm"
-    c.data.mixture = "embedded_lm"
+    c.data.mixture = "embedded_lm_mix"  # continuation and denoising (lm.py says why)
     c.data.inputs_length, c.data.targets_length = 96, 64
     c.batch_size = 32
     c.total_steps = steps["lm"]

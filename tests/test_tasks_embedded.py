@@ -131,6 +131,20 @@ def test_embedded_lm_is_prefix_then_continuation():
     assert len(inputs) - 1 == min(cut, 63)  # a long prefix keeps its end
 
 
+def test_embedded_denoise_reproduces_its_input_with_words_dropped():
+  task = seqio.get_mixture_or_task("embedded_denoise")
+  lengths = {"inputs": 64, "targets": 64}
+  dropped = []
+  for example in task.get_dataset(lengths, split="validation", shuffle=False, seed=0).take(16):
+    inputs, targets = list(example["inputs"].numpy()), list(example["targets"].numpy())
+    assert len(targets) == 33 and targets[-1] == inputs[-1] == 1  # 32-token span + EOS
+    remaining = iter(targets)  # the inputs are a subsequence of the targets
+    assert all(any(t == i for t in remaining) for i in inputs)
+    dropped.append(len(targets) - len(inputs))
+  assert 0.05 < np.mean(dropped) / 32 < 0.3  # about 15% of the tokens
+  assert "embedded_lm_mix" in seqio.MixtureRegistry.names()
+
+
 # ---------------------------------------------------------------------------
 # The generated benchmark.
 
