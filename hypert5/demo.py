@@ -243,8 +243,12 @@ def report(workdir: str, summary: dict, seeds: int, quick: bool, seconds: float)
 def main(argv):
   del argv
   cli.quiet_logs()
-  summary = run(FLAGS.workdir, FLAGS.seeds, FLAGS.quick)
-  del summary
+  from hypert5 import train  # pylint: disable=import-outside-toplevel
+  try:
+    run(FLAGS.workdir, FLAGS.seeds, FLAGS.quick)
+  except train.Preempted as e:
+    print(f"\n{e}: the same command resumes from there", file=sys.stderr)
+    sys.exit(143)
 
 
 if __name__ == "__main__":

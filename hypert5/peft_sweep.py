@@ -214,6 +214,7 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
 def main(argv):
   del argv
   cli.quiet_logs()
+  from hypert5 import train  # pylint: disable=import-outside-toplevel
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:
     sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks),
@@ -221,6 +222,9 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
+  except train.Preempted as e:
+    print(f"\n{e}: the same command resumes from there", file=sys.stderr)
+    sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,10 @@ class TrainingDiverged(RuntimeError):
   """The loss became NaN or Inf."""
 
 
+class Preempted(Exception):
+  """SIGTERM arrived; the current step is saved. Callers must not take the run as finished."""
+
+
 def initialize_distributed(coordinator_address=None, num_processes=None, process_id=None,
                            multihost=None) -> None:
   """jax.distributed.initialize() when this is one process of several."""
@@ -354,7 +358,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
                       {"step": step, "batches_consumed": batches_done})
     last_saved = step
 
-  step = start_step
+  step, preempted = start_step, False
   try:
     if config.eval_every and step == 0:
       evaluate(0)  # where fine-tuning starts (paper Figure 5)
@@ -364,6 +368,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
           save(step)
         checkpointer.wait()
         log.warning("preempted: saved step %d; exiting", step)
+        preempted = True
         break
       if stop_after is not None and step - start_step >= stop_after:
         break
@@ -403,6 +408,8 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     checkpointer.close()
     if writer:
       writer.close()
+  if preempted:
+    raise Preempted(f"preempted at step {step}")
   return logged
 
 
@@ -450,6 +457,8 @@ def main(argv):
                          FLAGS.multihost)
   try:
     train(FLAGS.config, FLAGS.workdir)
+  except Preempted:
+    pass  # saved; the next start resumes from it
   except (TrainingDiverged, partitioning.MeshError, checkpoints.hf.CheckpointError,
           ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
