@@ -197,7 +197,7 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
   text = table(best, tasks)
   command = (f"python -m hypert5.peft_sweep --demo_workdir={demo_workdir} --workdir={workdir} "
              f"--learning_rates={','.join(f'{lr:g}' for lr in learning_rates)} --seeds={seeds}"
-             + (" --quick" if quick else ""))
+             + f" --tasks={','.join(tasks)}" + (" --quick" if quick else ""))
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("# Prefix tuning of held-out tasks from a random, shared or hypermodel init\n\n"
             "Final accuracy (%) on each task's test queries, with the learning rate of the "
