@@ -40,6 +40,22 @@ DENOISE_SPAN_LENGTH = 32
 DROP_RATE = 0.15
 
 
+def _example(inputs: tf.Tensor, targets: tf.Tensor, task_name: tf.Tensor,
+             vocabulary) -> dict[str, tf.Tensor]:
+  """The task features of a downstream-only LM example (no answer choices)."""
+  target_text = vocabulary.decode_tf(targets)
+  return {
+      "inputs": inputs,
+      "inputs_pretokenized": vocabulary.decode_tf(inputs),
+      "targets": targets,
+      "targets_pretokenized": target_text,
+      "task_name": task_name,
+      "answer_choices": tf.zeros([0], tf.string),
+      "label": tf.constant(-1, tf.int32),
+      "references": tf.reshape(target_text, [1]),
+  }
+
+
 def prefix_and_continuation(dataset: tf.data.Dataset, output_features,
                             sequence_length: Mapping[str, int] | None = None,
                             min_prefix: int = MIN_PREFIX,
@@ -57,17 +73,7 @@ def prefix_and_continuation(dataset: tf.data.Dataset, output_features,
     inputs, targets = tokens[:cut], tokens[cut:]
     if lengths.get("inputs"):
       inputs = inputs[-(lengths["inputs"] - 1):]  # keep the end, next to the continuation
-    target_text = vocabulary.decode_tf(targets)
-    return {
-        "inputs": inputs,
-        "inputs_pretokenized": vocabulary.decode_tf(inputs),
-        "targets": targets,
-        "targets_pretokenized": target_text,
-        "task_name": example["task_name"],
-        "answer_choices": tf.zeros([0], tf.string),
-        "label": tf.constant(-1, tf.int32),
-        "references": tf.reshape(target_text, [1]),
-    }
+    return _example(inputs, targets, example["task_name"], vocabulary)
 
   return split(dataset)
 
@@ -83,18 +89,7 @@ def drop_tokens(dataset: tf.data.Dataset, output_features, sequence_length=None,
   def corrupt(example, seed):
     tokens = example["tokens"]
     keep = tf.random.stateless_uniform(tf.shape(tokens), seed) >= drop_rate
-    inputs = tf.boolean_mask(tokens, keep)
-    target_text = vocabulary.decode_tf(tokens)
-    return {
-        "inputs": inputs,
-        "inputs_pretokenized": vocabulary.decode_tf(inputs),
-        "targets": tokens,
-        "targets_pretokenized": target_text,
-        "task_name": example["task_name"],
-        "answer_choices": tf.zeros([0], tf.string),
-        "label": tf.constant(-1, tf.int32),
-        "references": tf.reshape(target_text, [1]),
-    }
+    return _example(tf.boolean_mask(tokens, keep), tokens, example["task_name"], vocabulary)
 
   return corrupt(dataset)
 
