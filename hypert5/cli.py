@@ -64,3 +64,13 @@ def read_jsonl(path: str, keys: tuple[str, ...], error: type[Exception] = ValueE
         if key not in record:
           raise error(f"{where}: missing key {key!r}")
       yield where, record
+
+
+def use_compilation_cache(default_dir: str) -> None:
+  """Keeps compiled programs on disk (JAX_COMPILATION_CACHE_DIR, else `default_dir`):
+  multi-stage commands compile the same programs across stages and restarts."""
+  import os  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_compilation_cache_dir",
+                    os.environ.get("JAX_COMPILATION_CACHE_DIR", default_dir))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

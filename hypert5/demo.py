@@ -83,11 +83,7 @@ def run_stage(stage: str, seed: int, quick: bool, workdir: str) -> None:
   from hypert5 import train  # pylint: disable=import-outside-toplevel
   config = stage_config(stage, seed, quick, workdir)
   run_dir = stage_dir(stage, seed, workdir)
-  done = os.path.join(run_dir, "DONE")
-  if not os.path.exists(done):
-    train.train(config, run_dir)
-    with open(done, "w") as f:
-      f.write("finished\n")
+  train.train_to_completion(config, run_dir)
   if stage == "lm" and not os.path.exists(os.path.join(workdir, "downstream")):
     export_downstream(config, run_dir, os.path.join(workdir, "downstream"))
 
@@ -191,11 +187,7 @@ def run(workdir: str, seeds: int, quick: bool) -> dict:
   """Every stage, every evaluation, then the report. Returns the summary."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  import jax  # pylint: disable=import-outside-toplevel
-  # Identical programs recur across stages and seeds, and across restarts: keep them.
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR", os.path.join(workdir, ".jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  cli.use_compilation_cache(os.path.join(workdir, ".jax_cache"))
   stages = cli.load_config_module(DEMO_CONFIG).STAGES
   steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + (",quick" if quick else "")
                                         ).total_steps

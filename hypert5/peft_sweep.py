@@ -99,11 +99,7 @@ def eval_curve(run_dir: str) -> dict[int, float]:
 
 def run_one(config, run_dir: str) -> dict[int, float]:
   from hypert5 import train  # pylint: disable=import-outside-toplevel
-  done = os.path.join(run_dir, "DONE")
-  if not os.path.exists(done):
-    train.train(config, run_dir)
-    with open(done, "w") as f:
-      f.write("finished\n")
+  train.train_to_completion(config, run_dir)
   return eval_curve(run_dir)
 
 
@@ -165,17 +161,15 @@ def plot(curves: dict[str, dict[int, float]], path: str) -> None:
 def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: list[float],
           seeds: int, demo_seed: int = 0, quick: bool = False) -> dict:
   """Runs (or reuses) every fine-tuning run, then writes Table 6 and Figure 5."""
-  import jax  # pylint: disable=import-outside-toplevel
   demo_workdir, workdir = os.path.abspath(demo_workdir), os.path.abspath(workdir)
-  for needed in ("downstream", f"seed{demo_seed}/shared_prefix/DONE",
-                 f"seed{demo_seed}/mtf_prefix/DONE"):
+  from hypert5 import train  # pylint: disable=import-outside-toplevel
+  for needed in ("downstream", f"seed{demo_seed}/shared_prefix/{train.FINISHED_MARKER}",
+                 f"seed{demo_seed}/mtf_prefix/{train.FINISHED_MARKER}"):
     if not os.path.exists(os.path.join(demo_workdir, needed)):
       raise FileNotFoundError(f"{os.path.join(demo_workdir, needed)} is missing: run "
                               f"`python -m hypert5.demo --workdir={demo_workdir}` first")
   os.makedirs(workdir, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", os.environ.get(
-      "JAX_COMPILATION_CACHE_DIR", os.path.join(demo_workdir, ".jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  cli.use_compilation_cache(os.path.join(demo_workdir, ".jax_cache"))
   curves = collections.defaultdict(list)
   total = len(tasks) * len(INITS) * len(learning_rates) * seeds
   count = 0

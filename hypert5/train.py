@@ -413,6 +413,19 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   return logged
 
 
+FINISHED_MARKER = "DONE"
+
+
+def train_to_completion(config, workdir: str) -> None:
+  """Trains (or resumes) unless `workdir` is marked finished, then marks it. A
+  preempted run raises Preempted and stays unmarked, so the next call resumes it."""
+  marker = os.path.join(workdir, FINISHED_MARKER)
+  if not os.path.exists(marker):
+    train(config, workdir)
+    with open(marker, "w") as f:
+      f.write("finished\n")
+
+
 class _MetricsWriter:
   """metrics.jsonl, TensorBoard events and the console progress bar (process 0)."""
 
