@@ -66,11 +66,31 @@ def read_jsonl(path: str, keys: tuple[str, ...], error: type[Exception] = ValueE
       yield where, record
 
 
-def use_compilation_cache(default_dir: str) -> None:
-  """Keeps compiled programs on disk (JAX_COMPILATION_CACHE_DIR, else `default_dir`):
-  multi-stage commands compile the same programs across stages and restarts."""
+def default_compilation_cache_dir() -> str:
+  """$XDG_CACHE_HOME/hypert5/jax (~/.cache/hypert5/jax): shared by every workdir."""
+  import os  # pylint: disable=import-outside-toplevel
+  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "hypert5", "jax")
+
+
+def use_compilation_cache(directory: str | None = None) -> None:
+  """Keeps compiled programs on disk (JAX_COMPILATION_CACHE_DIR, else `directory`, else
+  default_compilation_cache_dir()): multi-stage commands compile the same programs
+  across stages, restarts and workdirs. Entries are keyed by the program, the flags
+  and the JAX version, so sharing is safe; the oldest go beyond 2 GiB."""
   import os  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  jax.config.update("jax_compilation_cache_dir",
-                    os.environ.get("JAX_COMPILATION_CACHE_DIR", default_dir))
+  jax.config.update("jax_compilation_cache_dir", os.environ.get(
+      "JAX_COMPILATION_CACHE_DIR", directory or default_compilation_cache_dir()))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+
+
+def fast_compile_for_smoke_runs() -> None:
+  """--quick runs: XLA's backend optimizations off. Their programs are tiny, and
+  compiling them with optimizations takes twice as long as running them. Must run
+  before JAX starts its backend; a user's own --xla_backend_optimization_level wins."""
+  import os  # pylint: disable=import-outside-toplevel
+  flags = os.environ.get("XLA_FLAGS", "")
+  if "--xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_backend_optimization_level=0").strip()

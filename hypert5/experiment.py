@@ -9,6 +9,7 @@ and never enter the optimizer.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import flax.linen as nn
 import jax
@@ -130,8 +131,13 @@ def _init_fn(models: Models, part: str):
   return lambda rng: models.shared.init(rng)
 
 
+@functools.lru_cache(maxsize=64)
 def abstract_params(models: Models, part: str):
-  """Boxed abstract parameters of one part (shapes and logical names, no memory)."""
+  """Boxed abstract parameters of one part (shapes and logical names, no memory).
+
+  Memoized (Models compare by value): tracing a model's init takes about a second
+  on a CPU, and a run asks for the same shapes several times. Callers must not
+  modify the returned tree."""
   return jax.eval_shape(_init_fn(models, part), jax.random.PRNGKey(0))["params"]
 
 

@@ -559,8 +559,10 @@ def _dummy_inputs():
   return jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32)
 
 
+@functools.lru_cache(maxsize=64)
 def abstract_variables(cfg: T5Config) -> dict:
-  """Boxed (logically partitioned) parameter shapes, without allocating anything."""
+  """Boxed (logically partitioned) parameter shapes, without allocating anything.
+  Memoized per config (tracing init takes about a second); do not modify the result."""
   model = T5(cfg)
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *_dummy_inputs()))
 
