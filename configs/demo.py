@@ -35,7 +35,11 @@ FINETUNE = "peft_finetune"  # not a stage of the demo: hypert5.peft_sweep runs i
 SHOTS_LENGTH = 160  # about 6 of the embedded benchmark's few-shot examples
 
 
-def base_config(quick: bool = False):
+BENCHMARK = "embedded_fewshot"
+CONTROL_BENCHMARK = "embedded_constant"  # ',control': the constant-family control
+
+
+def base_config(quick: bool = False, benchmark: str = BENCHMARK):
   c = default_config()
   # 2,000 SentencePiece pieces + 100 extra ids, padded to a multiple of 64.
   size = dict(vocab_size=2112, d_model=64, d_kv=16, d_ff=128, num_heads=4,
@@ -55,16 +59,16 @@ def base_config(quick: bool = False):
   c.data.hyper_inputs_length = SHOTS_LENGTH
   c.data.inputs_length = 40
   c.data.targets_length = 4
-  c.eval.mixture = "embedded_fewshot_test"
+  c.eval.mixture = f"{benchmark}_test"
   c.eval.batch_size = 64
   return c
 
 
-def finetune_config(c, quick: bool):
+def finetune_config(c, quick: bool, benchmark: str):
   """PEFT fine-tuning of one held-out task (paper section 6), evaluated along the way."""
   c.experiment = "peft_finetune"
   c.peft.kind = "prefix"
-  c.data.mixture = c.eval.mixture = "embedded_fewshot.heldout_00_m0"
+  c.data.mixture = c.eval.mixture = f"{benchmark}.heldout_00_m0"
   c.data.split, c.eval.split = "train", "test"
   c.batch_size = 8
   c.optimizer.learning_rate = 1e-3
@@ -77,14 +81,19 @@ def finetune_config(c, quick: bool):
 
 
 def get_config(arg="mtf_prefix"):
-  """arg: a stage name, optionally with ',quick' (the test-suite version)."""
+  """arg: a stage name, optionally with ',quick' (the test-suite version) and
+  ',control' (the constant-family control benchmark instead of the embedded one)."""
   stage, *flags = arg.split(",")
+  unknown = set(flags) - {"quick", "control"}
+  if unknown:
+    raise ValueError(f"unknown demo config flags {sorted(unknown)}; known: quick, control")
   quick = "quick" in flags
+  benchmark = CONTROL_BENCHMARK if "control" in flags else BENCHMARK
   if stage not in STAGES + (FINETUNE,):
     raise ValueError(f"unknown demo stage {stage!r}; stages: {', '.join(STAGES + (FINETUNE,))}")
-  c = base_config(quick)
+  c = base_config(quick, benchmark)
   if stage == FINETUNE:
-    return finetune_config(c, quick)
+    return finetune_config(c, quick, benchmark)
   steps = {"lm": 300, "hyperpretrain": 150, "mtf": 250, "baseline": 250}
   if quick:
     steps = {k: 3 for k in steps}
@@ -103,15 +112,15 @@ def get_config(arg="mtf_prefix"):
     c.total_steps = steps["hyperpretrain"]
   elif stage.startswith("mtf"):
     c.experiment = "hyper"
-    c.data.mixture = "embedded_fewshot_train"
+    c.data.mixture = f"{benchmark}_train"
     c.total_steps = steps["mtf"]
   elif stage.startswith("shared"):
     c.experiment = "shared_peft"
-    c.data.mixture = "embedded_fewshot_train"
+    c.data.mixture = f"{benchmark}_train"
     c.total_steps = steps["baseline"]
   else:
     c.experiment = stage
-    c.data.mixture = "embedded_fewshot_train"
+    c.data.mixture = f"{benchmark}_train"
     if stage == "t5_mtf_fewshot":
       c.data.inputs_length = SHOTS_LENGTH + 40
     c.optimizer.learning_rate = 5e-4  # all parameters train: a gentler step

@@ -1,6 +1,6 @@
 """The main job on the embedded default: hypertuning end to end, on a CPU, in minutes.
 
-  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick]
+  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick] [--control]
 
 Runs the paper's pipeline at toy scale (stages in configs/demo.py): pretrain a
 small downstream T5, hyperpretrain HyperT5-Prefix and HyperT5-LoRA with CACLM,
@@ -13,6 +13,7 @@ stage resumes where it stopped; a finished stage is skipped.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import sys
@@ -39,10 +40,26 @@ SYSTEMS = collections.OrderedDict([
 ])
 
 
+@dataclasses.dataclass(frozen=True)
+class Mode:
+  quick: bool = False  # the test suite's smoke version
+  control: bool = False  # the constant-family control benchmark (configs/demo.py)
+
+  @property
+  def config_flags(self) -> str:
+    return (",quick" if self.quick else "") + (",control" if self.control else "")
+
+  @property
+  def command_flags(self) -> str:
+    return (" --quick" if self.quick else "") + (" --control" if self.control else "")
+
+
 def define_flags() -> None:
   flags.DEFINE_string("workdir", "workdir/demo", "Where every stage writes.")
   flags.DEFINE_integer("seeds", 1, "Seeds to run (the figures use 3); results are averaged.")
   flags.DEFINE_bool("quick", False, "A minutes-long smoke version (tiny model, 3 steps a stage).")
+  flags.DEFINE_bool("control", False, "Run on the control benchmark (the constant family "
+                    "with fixed answer words) instead of the embedded few-shot benchmark.")
 
 
 class Progress:
@@ -66,8 +83,8 @@ class Progress:
     self.done_weight += self.plan[index][1]
 
 
-def stage_config(stage: str, seed: int, quick: bool, workdir: str):
-  config = cli.load_config(DEMO_CONFIG, stage + (",quick" if quick else ""))
+def stage_config(stage: str, seed: int, mode: Mode, workdir: str):
+  config = cli.load_config(DEMO_CONFIG, stage + mode.config_flags)
   config.seed = seed
   downstream = os.path.join(workdir, "downstream")
   if stage != "lm":
@@ -78,10 +95,10 @@ def stage_config(stage: str, seed: int, quick: bool, workdir: str):
   return config
 
 
-def run_stage(stage: str, seed: int, quick: bool, workdir: str) -> None:
+def run_stage(stage: str, seed: int, mode: Mode, workdir: str) -> None:
   """Trains one stage (resuming if interrupted); the LM stage also exports the model."""
   from hypert5 import train  # pylint: disable=import-outside-toplevel
-  config = stage_config(stage, seed, quick, workdir)
+  config = stage_config(stage, seed, mode, workdir)
   run_dir = stage_dir(stage, seed, workdir)
   train.train_to_completion(config, run_dir)
   if stage == "lm" and not os.path.exists(os.path.join(workdir, "downstream")):
@@ -104,7 +121,7 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
                          str(vocab.EMBEDDED_VOCAB_PATH))
 
 
-def evaluate_system(system: str, seed: int, quick: bool, workdir: str) -> dict:
+def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
   stage, config_stage = SYSTEMS[system]
   out = os.path.join(workdir, f"seed{seed}", "eval", stage)
@@ -112,8 +129,8 @@ def evaluate_system(system: str, seed: int, quick: bool, workdir: str) -> dict:
   if os.path.exists(results_path):
     with open(results_path) as f:
       return json.load(f)
-  config = stage_config(config_stage, seed, quick, workdir)
-  if quick:  # a smoke test: one mirrored pair of each of the first four families
+  config = stage_config(config_stage, seed, mode, workdir)
+  if mode.quick:  # a smoke test: one mirrored pair of each of the first four families
     config.eval.max_examples, config.eval.max_tasks = 4, 8
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
@@ -125,15 +142,16 @@ def evaluate_system(system: str, seed: int, quick: bool, workdir: str) -> dict:
 # -- Report ---------------------------------------------------------------------
 
 
-def family_of_tasks() -> dict[str, str]:
+def family_of_tasks(mode: Mode) -> dict[str, str]:
   from hypert5_tasks import embedded_fewshot  # pylint: disable=import-outside-toplevel
-  return {t.name: t.rule.family for t in embedded_fewshot.generate().heldout_tasks}
+  benchmark = embedded_fewshot.CONTROL if mode.control else embedded_fewshot.BenchmarkConfig()
+  return {t.name: t.rule.family for t in embedded_fewshot.generate(benchmark).heldout_tasks}
 
 
-def summarize(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict[str, dict]:
   """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds"}."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  families = family_of_tasks()
+  families = family_of_tasks(mode)
   out = {}
   for system in SYSTEMS:
     by_family = collections.defaultdict(list)
@@ -183,13 +201,13 @@ def plot(summary: dict[str, dict], path: str) -> None:
   plt.close(fig)
 
 
-def run(workdir: str, seeds: int, quick: bool) -> dict:
+def run(workdir: str, seeds: int, mode: Mode) -> dict:
   """Every stage, every evaluation, then the report. Returns the summary."""
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  cli.use_compilation_cache(os.path.join(workdir, ".jax_cache"))
+  cli.use_compilation_cache()
   stages = cli.load_config_module(DEMO_CONFIG).STAGES
-  steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + (",quick" if quick else "")
+  steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + mode.config_flags
                                         ).total_steps
   plan = [("lm", "pretrain the downstream T5", steps("lm"), 0)]
   for seed in range(seeds):
@@ -202,23 +220,24 @@ def run(workdir: str, seeds: int, quick: bool) -> dict:
   for index, (stage, _, _, seed) in enumerate(plan):
     progress.begin(index)
     if stage is not None:
-      run_stage(stage, seed, quick, workdir)
+      run_stage(stage, seed, mode, workdir)
     else:
-      per_seed[seed] = {system: evaluate_system(system, seed, quick, workdir)
+      per_seed[seed] = {system: evaluate_system(system, seed, mode, workdir)
                         for system in SYSTEMS}
     progress.end(index)
-  summary = summarize(per_seed)
-  report(workdir, summary, seeds, quick, time.time() - progress.start)
+  summary = summarize(per_seed, mode)
+  report(workdir, summary, seeds, mode, time.time() - progress.start)
   return summary
 
 
-def report(workdir: str, summary: dict, seeds: int, quick: bool, seconds: float) -> None:
+def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) -> None:
   command = "python -m hypert5.demo --workdir=" + workdir + (
-      f" --seeds={seeds}" if seeds != 1 else "") + (" --quick" if quick else "")
+      f" --seeds={seeds}" if seeds != 1 else "") + mode.command_flags
   text = table(summary)
   num_tasks = next(iter(summary.values()))["num_tasks"]
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("# HyperT5 on the embedded few-shot benchmark (held-out tasks)\n\n")
+    benchmark = "control benchmark (constant family)" if mode.control else "few-shot benchmark"
+    f.write(f"# HyperT5 on the embedded {benchmark} (held-out tasks)\n\n")
     f.write("Accuracy (%) by rank classification over each task's two answer options, per rule "
             f"family and averaged over the {num_tasks} held-out tasks; chance is 50 by "
             "construction.\n\n")
@@ -234,10 +253,12 @@ def report(workdir: str, summary: dict, seeds: int, quick: bool, seconds: float)
 
 def main(argv):
   del argv
+  if FLAGS.quick:
+    cli.fast_compile_for_smoke_runs()
   cli.quiet_logs()
   from hypert5 import train  # pylint: disable=import-outside-toplevel
   try:
-    run(FLAGS.workdir, FLAGS.seeds, FLAGS.quick)
+    run(FLAGS.workdir, FLAGS.seeds, Mode(quick=FLAGS.quick, control=FLAGS.control))
   except train.Preempted as e:
     print(f"\n{e}: the same command resumes from there", file=sys.stderr)
     sys.exit(143)

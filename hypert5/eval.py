@@ -88,11 +88,11 @@ def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
 
 def benchmark_of(mixture: str) -> str:
   for prefix, name in (("p3_", "p3"), ("metaicl_", "metaicl"), ("sni_", "sni"),
-                       ("embedded_fewshot", "embedded")):
+                       ("embedded_fewshot", "embedded"), ("embedded_constant", "embedded")):
     if mixture.startswith(prefix):
       return name
   raise EvalError(f"no evaluation protocol for mixture {mixture!r} (expected a p3_*, "
-                  "metaicl_*, sni_* or embedded_fewshot_* test mixture)")
+                  "metaicl_*, sni_*, embedded_fewshot* or embedded_constant* test mixture)")
 
 
 def mixture_tasks(mixture: str, form: str) -> list:

@@ -1,7 +1,7 @@
 """Hypermodel-initialized PEFT (paper section 6): the sweep, Table 6 and Figure 5.
 
   python -m hypert5.peft_sweep --demo_workdir=workdir/demo [--workdir=DIR]
-      [--tasks=all|NAME,...] [--learning_rates=1e-3,1e-4,1e-5] [--seeds=3] [--quick]
+      [--tasks=all|NAME,...] [--learning_rates=1e-3,1e-4,1e-5] [--seeds=3] [--quick] [--control]
 
 Prefix tuning of each held-out task of the embedded benchmark from three
 starting points: a random prefix, the shared multi-task prefix (the demo's
@@ -42,18 +42,22 @@ def define_flags() -> None:
   flags.DEFINE_integer("seeds", 3, "Seeds per learning rate.")
   flags.DEFINE_integer("demo_seed", 0, "Which of the demo's seeds provides the runs.")
   flags.DEFINE_bool("quick", False, "The test-suite version (the demo's --quick models).")
+  flags.DEFINE_bool("control", False, "Tasks of the control benchmark (a `hypert5.demo "
+                    "--control` workdir): embedded_constant_test.")
 
 
-def heldout_tasks(names: list[str]) -> list[str]:
+def heldout_tasks(names: list[str], control: bool = False) -> list[str]:
+  """--tasks: names of held-out tasks of either embedded benchmark, or all of one."""
   import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   import seqio  # pylint: disable=import-outside-toplevel
-  known = [t.name for t in seqio.get_mixture_or_task("embedded_fewshot_test").tasks]
+  tasks_of = lambda mixture: [t.name for t in seqio.get_mixture_or_task(mixture).tasks]
   if names == ["all"]:
-    return known
+    return tasks_of("embedded_constant_test" if control else "embedded_fewshot_test")
+  known = set(tasks_of("embedded_fewshot_test")) | set(tasks_of("embedded_constant_test"))
   unknown = [n for n in names if n not in known]
   if unknown:
     raise ValueError(f"--tasks: {unknown} are not held-out tasks of embedded_fewshot_test "
-                     f"(e.g. {known[0]})")
+                     "or embedded_constant_test (e.g. embedded_fewshot.heldout_00_m0)")
   return names
 
 
@@ -169,7 +173,7 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
       raise FileNotFoundError(f"{os.path.join(demo_workdir, needed)} is missing: run "
                               f"`python -m hypert5.demo --workdir={demo_workdir}` first")
   os.makedirs(workdir, exist_ok=True)
-  cli.use_compilation_cache(os.path.join(demo_workdir, ".jax_cache"))
+  cli.use_compilation_cache()
   curves = collections.defaultdict(list)
   total = len(tasks) * len(INITS) * len(learning_rates) * seeds
   count = 0
@@ -207,11 +211,13 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
 
 def main(argv):
   del argv
+  if FLAGS.quick:
+    cli.fast_compile_for_smoke_runs()
   cli.quiet_logs()
   from hypert5 import train  # pylint: disable=import-outside-toplevel
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:
-    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks),
+    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, FLAGS.control),
           [float(lr) for lr in FLAGS.learning_rates], FLAGS.seeds, FLAGS.demo_seed, FLAGS.quick)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

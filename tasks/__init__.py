@@ -29,7 +29,8 @@ def register_all() -> None:
   """(Re-)registers every task and mixture, reading the environment variables now."""
   caclm.register()
   lm.register()
-  embedded_fewshot.register()
+  for benchmark in embedded_fewshot.BENCHMARKS.values():
+    embedded_fewshot.register(benchmark)
   p3.register()
   metaicl.register()
   sni.register()

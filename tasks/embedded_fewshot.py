@@ -57,6 +57,13 @@ MAX_LINE_TOKENS = 18
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkConfig:
+  name: str = NAME  # prefix of its SeqIO task and mixture names
+  families: tuple[str, ...] = rules_lib.FAMILIES  # taken in turn by the rules
+  # None: each task draws its two label words (held-out tasks from the held-out
+  # pool), so the answer is copied from the options. A pair: every task answers
+  # with these two words (the mirrors swap them), and no label word is held out.
+  fixed_choices: tuple[str, str] | None = None
+  show_options: bool = True  # "{line} Options: {w0}, {w1}"; False: the line alone
   seed: int = 0
   num_train_rules: int = 160
   num_heldout_rules: int = 16  # two of each family
@@ -179,14 +186,16 @@ class _LineIndex:
     return [(self.lines[chosen[i][0]], chosen[i][1]) for i in order]
 
 
-def _render_input(rule, line, label, choices) -> str:
+def _render_input(rule, line, label, choices, show_options: bool) -> str:
+  if not show_options:
+    return rule.render(line, label)
   # Each option follows a space, so it tokenizes exactly as the output word does.
   return f"{rule.render(line, label)} Options: {choices[0]}, {choices[1]}"
 
 
-def _examples(rule, sampled, choices, orientation) -> tuple[Example, ...]:
+def _examples(rule, sampled, choices, orientation, show_options=True) -> tuple[Example, ...]:
   label = lambda c: (0 if rule.family == "constant" else c) ^ orientation
-  return tuple(Example(input=_render_input(rule, line, c, choices),
+  return tuple(Example(input=_render_input(rule, line, c, choices, show_options),
                        output=choices[label(c)], label=label(c), line=line.text)
                for line, c in sampled)
 
@@ -222,12 +231,13 @@ def _draw_rule(family: str, keywords: Sequence[str], start_words: Sequence[str],
 
 
 def _mirrored_tasks(name: str, split: str, rule, choices, sampled, shots_sampled=(),
-                    train_sampled=()):
+                    train_sampled=(), show_options=True):
+  examples = functools.partial(_examples, rule, choices=choices, show_options=show_options)
   return tuple(
       GeneratedTask(name=f"{name}_m{o}", split=split, rule=rule, choices=choices, orientation=o,
-                    examples=_examples(rule, sampled, choices, o),
-                    shots=_examples(rule, shots_sampled, choices, o),
-                    train_examples=_examples(rule, train_sampled, choices, o))
+                    examples=examples(sampled, orientation=o),
+                    shots=examples(shots_sampled, orientation=o),
+                    train_examples=examples(train_sampled, orientation=o))
       for o in (0, 1))
 
 
@@ -246,6 +256,16 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
 
   heldout_labels, train_labels = _partition(
       rules_lib.LABEL_WORDS, config.num_heldout_label_words, lambda w: True, rng)
+  if config.fixed_choices is not None:
+    if not set(config.fixed_choices) <= set(rules_lib.LABEL_WORDS):
+      raise ValueError(f"fixed_choices {config.fixed_choices}: both must be label words "
+                       "(single pieces of the vocabulary, never in an input line)")
+    heldout_labels = train_labels = list(config.fixed_choices)
+
+  def draw_choices(pool, task_rng) -> tuple[str, str]:
+    if config.fixed_choices is not None:
+      return tuple(config.fixed_choices)
+    return tuple(str(w) for w in task_rng.choice(pool, size=2, replace=False))
   heldout_keywords, train_keywords = _partition(
       rules_lib.KEYWORDS, config.num_heldout_keywords,
       # A keyword needs `heldout_need` lines without the rule's other keyword; a
@@ -258,21 +278,22 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
   train_tasks = []
   for i in range(config.num_train_rules):
     task_rng = np.random.default_rng([config.seed, 1, i])
-    family = rules_lib.FAMILIES[i % len(rules_lib.FAMILIES)]
+    family = config.families[i % len(config.families)]
     rule = _draw_rule(family, train_keywords, train_starts, train_index,
                       config.train_examples_per_class, task_rng)
-    choices = tuple(str(w) for w in task_rng.choice(train_labels, size=2, replace=False))
+    choices = draw_choices(train_labels, task_rng)
     sampled = train_index.sample(rule, config.train_examples_per_class, task_rng)
-    train_tasks += _mirrored_tasks(f"{NAME}.train_{i:03d}", "train", rule, choices, sampled)
+    train_tasks += _mirrored_tasks(f"{config.name}.train_{i:03d}", "train", rule, choices, sampled,
+                                   show_options=config.show_options)
 
   heldout_tasks, heldout_rules = [], set()
   for j in range(config.num_heldout_rules):
     task_rng = np.random.default_rng([config.seed, 2, j])
-    family = rules_lib.FAMILIES[j % len(rules_lib.FAMILIES)]
+    family = config.families[j % len(config.families)]
     rule = _draw_rule(family, heldout_keywords, heldout_starts, heldout_index, heldout_need,
                       task_rng, exclude=heldout_rules)
     heldout_rules.add(rule)
-    choices = tuple(str(w) for w in task_rng.choice(heldout_labels, size=2, replace=False))
+    choices = draw_choices(heldout_labels, task_rng)
     sampled = heldout_index.sample(rule, heldout_need, task_rng)
     # Shots, queries and training examples are disjoint lines, each part balanced.
     shots, queries, train, taken = [], [], [], collections.Counter()
@@ -282,12 +303,13 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
       part = (shots if taken[c] <= config.heldout_shots_per_class
               else queries if taken[c] <= query_end else train)
       part.append((line, c))
-    heldout_tasks += _mirrored_tasks(f"{NAME}.heldout_{j:02d}", "test", rule, choices,
-                                     queries, shots, train)
+    heldout_tasks += _mirrored_tasks(f"{config.name}.heldout_{j:02d}", "test", rule, choices,
+                                     queries, shots, train, show_options=config.show_options)
 
   return Benchmark(config=config, train_tasks=tuple(train_tasks),
                    heldout_tasks=tuple(heldout_tasks),
-                   heldout_label_words=frozenset(heldout_labels),
+                   heldout_label_words=frozenset(
+                       () if config.fixed_choices is not None else heldout_labels),
                    heldout_keywords=frozenset(heldout_keywords),
                    heldout_start_words=frozenset(heldout_starts))
 
@@ -304,6 +326,28 @@ def fewshot_context(task: GeneratedTask) -> list[str]:
 TRAIN_TASK = f"{NAME}.train"
 TRAIN_MIXTURE = "embedded_fewshot_train"
 TEST_MIXTURE = "embedded_fewshot_test"
+
+# The control: only the constant family, every task answering `black` or
+# `white`, inputs without options (the answer word appears in an example only
+# as its output). Reading the examples is all it takes (which word do they
+# give?), with no rule to infer and nothing to copy; an example-blind model
+# still scores exactly 50%. At the demo's budget, it is where a hypermodel that has
+# learned to read shows it (docs/demo.md).
+CONTROL = BenchmarkConfig(name="embedded_constant", families=("constant",),
+                          fixed_choices=("black", "white"), show_options=False)
+BENCHMARKS = {NAME: BenchmarkConfig(), CONTROL.name: CONTROL}
+
+
+def train_task_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}.train"
+
+
+def train_mixture_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}_train"
+
+
+def test_mixture_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}_test"
 
 
 def _train_reader(config: BenchmarkConfig):
@@ -334,14 +378,15 @@ def _heldout_reader(config: BenchmarkConfig, index: int):
 
 def heldout_task_names(config: BenchmarkConfig = BenchmarkConfig()) -> list[str]:
   """Names of the held-out tasks, known without generating the benchmark."""
-  return [f"{NAME}.heldout_{j:02d}_m{o}" for j in range(config.num_heldout_rules) for o in (0, 1)]
+  return [f"{config.name}.heldout_{j:02d}_m{o}" for j in range(config.num_heldout_rules)
+          for o in (0, 1)]
 
 
 def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
   """Registers the training task, the held-out tasks and the mixtures; generates nothing."""
   vocabulary = vocab_lib.embedded_vocabulary()
   forms.add_task(
-      TRAIN_TASK,
+      train_task_name(config),
       sources.ReaderSource(_train_reader(config), ("train",), "embedded few-shot training tasks"),
       vocabulary,
       context_preprocessors=[functools.partial(fewshot.draw_within_task,
@@ -350,5 +395,5 @@ def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
   for index, name in enumerate(names):
     forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
                                               f"embedded held-out task {name}"), vocabulary)
-  forms.add_mixture(TRAIN_MIXTURE, [TRAIN_TASK])
-  forms.add_mixture(TEST_MIXTURE, names)
+  forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
+  forms.add_mixture(test_mixture_name(config), names)

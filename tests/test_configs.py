@@ -273,3 +273,17 @@ def test_bad_args_name_the_arg(name, arg, match):
   with pytest.raises(ValueError, match=match) as info:
     cli.load_config(path_of(name), arg)
   assert f"configs/{name}.py" in str(info.value)
+
+
+def test_demo_config_control_flag_switches_every_mixture():
+  demo = os.path.join(REPO, "configs", "demo.py")
+  for stage in cli.load_config_module(demo).STAGES + ("peft_finetune",):
+    plain, control = cli.load_config(demo, stage), cli.load_config(demo, stage + ",control")
+    for key in ("data", "eval"):
+      mixture = plain[key].mixture
+      if mixture.startswith("embedded_fewshot"):
+        assert control[key].mixture == mixture.replace("embedded_fewshot", "embedded_constant")
+      else:  # the stages before MTF read the same corpus
+        assert control[key].mixture == mixture
+  with pytest.raises(ValueError, match="quik"):
+    cli.load_config(demo, "mtf_prefix,quik")

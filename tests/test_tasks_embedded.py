@@ -205,6 +205,28 @@ def test_zero_shot_is_at_chance_by_construction(bench):
     assert np.mean(correct) == 0.5
 
 
+def test_control_benchmark_is_the_constant_family_with_fixed_words():
+  control = embedded_fewshot.generate(embedded_fewshot.CONTROL)
+  assert control.heldout_label_words == frozenset()
+  for task in control.train_tasks + control.heldout_tasks:
+    assert task.name.startswith("embedded_constant.") and task.rule.family == "constant"
+    assert task.choices == ("black", "white")
+    # The examples give the answer: always the word of the task's orientation.
+    for example in task.examples + task.shots:
+      assert example.output == task.choices[task.orientation]
+      assert example.input == example.line  # no options: the word only as an output
+  # The mirrors still put an example-blind model at exactly 50%.
+  by_name = {t.name: t for t in control.heldout_tasks}
+  for task in control.heldout_tasks:
+    mirror = by_name[task.mirror_name]
+    assert [e.input for e in mirror.examples] == [e.input for e in task.examples]
+    assert {mirror.examples[0].output, task.examples[0].output} == {"black", "white"}
+  names = [t.name for t in seqio.get_mixture_or_task("embedded_constant_test").tasks]
+  assert names == embedded_fewshot.heldout_task_names(embedded_fewshot.CONTROL)
+  assert seqio.get_mixture_or_task("embedded_constant_train").tasks[0].name == (
+      "embedded_constant.train")
+
+
 def test_heldout_words_never_occur_in_training_tasks(bench):
   heldout_rule_words = bench.heldout_keywords | bench.heldout_start_words
   assert bench.heldout_label_words.isdisjoint(embedded_rules.KEYWORDS)
