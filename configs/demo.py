@@ -109,6 +109,8 @@ def get_config(arg="mtf_prefix"):
     c.experiment = "hyper"
     c.data.mixture = "embedded_caclm"
     c.data.hyper_inputs_length, c.data.inputs_length, c.data.targets_length = 136, 40, 40
+    if quick:  # MTF's shapes: the quick run compiles one step for both stages
+      c.data.hyper_inputs_length, c.data.targets_length = SHOTS_LENGTH, 4
     c.total_steps = steps["hyperpretrain"]
   elif stage.startswith("mtf"):
     c.experiment = "hyper"

@@ -179,7 +179,7 @@ def table(summary: dict[str, dict]) -> str:
   return "\n".join(lines)
 
 
-def plot(summary: dict[str, dict], path: str) -> None:
+def plot(summary: dict[str, dict], path: str, title: str = "Embedded few-shot benchmark") -> None:
   """Figure 4 analogue: held-out accuracy of every system (mean and spread over seeds)."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
@@ -194,7 +194,7 @@ def plot(summary: dict[str, dict], path: str) -> None:
   ax.set_yticks(range(len(names)), names)
   ax.invert_yaxis()
   ax.set_xlabel("held-out accuracy (%), rank classification; 50 = chance")
-  ax.set_title(f"Embedded few-shot benchmark, {len(next(iter(summary.values()))['seeds'])} "
+  ax.set_title(f"{title}, {len(next(iter(summary.values()))['seeds'])} "
                "seed(s)")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
@@ -245,7 +245,8 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) 
     f.write(f"Command: `{command}` ({seconds / 60:.1f} min)\n\n![held-out accuracy](figure.png)\n")
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"command": command, "seconds": seconds, "systems": summary}, f, indent=2)
-  plot(summary, os.path.join(workdir, "figure.png"))
+  plot(summary, os.path.join(workdir, "figure.png"),
+       "Control benchmark (constant family)" if mode.control else "Embedded few-shot benchmark")
   print("\n" + text)
   print(f"\nwrote {workdir}/results.md, results.json and figure.png "
         f"({seconds / 60:.1f} min)")
