@@ -35,8 +35,8 @@ FINETUNE = "peft_finetune"  # not a stage of the demo: hypert5.peft_sweep runs i
 SHOTS_LENGTH = 160  # about 6 of the embedded benchmark's few-shot examples
 
 
-BENCHMARK = "embedded_fewshot"
-CONTROL_BENCHMARK = "embedded_constant"  # ',control': the constant-family control
+BENCHMARK = "embedded_fewshot"  # embedded_fewshot.BenchmarkConfig().name
+CONTROL_BENCHMARK = "embedded_constant"  # ',control': embedded_fewshot.CONTROL.name
 
 
 def base_config(quick: bool = False, benchmark: str = BENCHMARK):

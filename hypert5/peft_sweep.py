@@ -49,15 +49,18 @@ def define_flags() -> None:
 def heldout_tasks(names: list[str], control: bool = False) -> list[str]:
   """--tasks: names of held-out tasks of either embedded benchmark, or all of one."""
   import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  import seqio  # pylint: disable=import-outside-toplevel
-  tasks_of = lambda mixture: [t.name for t in seqio.get_mixture_or_task(mixture).tasks]
+  from hypert5_tasks import embedded_fewshot  # pylint: disable=import-outside-toplevel
   if names == ["all"]:
-    return tasks_of("embedded_constant_test" if control else "embedded_fewshot_test")
-  known = set(tasks_of("embedded_fewshot_test")) | set(tasks_of("embedded_constant_test"))
+    return embedded_fewshot.heldout_task_names(
+        embedded_fewshot.CONTROL if control else embedded_fewshot.BenchmarkConfig())
+  known = {n for b in embedded_fewshot.BENCHMARKS.values()
+           for n in embedded_fewshot.heldout_task_names(b)}
   unknown = [n for n in names if n not in known]
   if unknown:
-    raise ValueError(f"--tasks: {unknown} are not held-out tasks of embedded_fewshot_test "
-                     "or embedded_constant_test (e.g. embedded_fewshot.heldout_00_m0)")
+    mixtures = " or ".join(map(embedded_fewshot.test_mixture_name,
+                               embedded_fewshot.BENCHMARKS.values()))
+    raise ValueError(f"--tasks: {unknown} are not held-out tasks of {mixtures} "
+                     "(e.g. embedded_fewshot.heldout_00_m0)")
   return names
 
 

@@ -323,10 +323,6 @@ def fewshot_context(task: GeneratedTask) -> list[str]:
 # SeqIO tasks: `embedded_fewshot.train` holds all training tasks (grouped by
 # task_name when contexts are drawn); each held-out task is its own SeqIO task.
 
-TRAIN_TASK = f"{NAME}.train"
-TRAIN_MIXTURE = "embedded_fewshot_train"
-TEST_MIXTURE = "embedded_fewshot_test"
-
 # The control: only the constant family, every task answering `black` or
 # `white`, inputs without options (the answer word appears in an example only
 # as its output). Reading the examples is all it takes (which word do they

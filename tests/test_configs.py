@@ -276,7 +276,11 @@ def test_bad_args_name_the_arg(name, arg, match):
 
 
 def test_demo_config_control_flag_switches_every_mixture():
+  from hypert5_tasks import embedded_fewshot
   demo = os.path.join(REPO, "configs", "demo.py")
+  module = cli.load_config_module(demo)  # TF-free: it names the benchmarks, not imports them
+  assert module.BENCHMARK == embedded_fewshot.BenchmarkConfig().name
+  assert module.CONTROL_BENCHMARK == embedded_fewshot.CONTROL.name
   for stage in cli.load_config_module(demo).STAGES + ("peft_finetune",):
     plain, control = cli.load_config(demo, stage), cli.load_config(demo, stage + ",control")
     for key in ("data", "eval"):

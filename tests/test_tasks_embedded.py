@@ -258,7 +258,8 @@ def test_heldout_few_shot_sets_never_contain_the_query(bench):
 
 def test_training_contexts_come_from_the_same_task(bench):
   inputs_of = {t.name: {e.input for e in t.examples} for t in bench.train_tasks}
-  task = seqio.get_mixture_or_task(embedded_fewshot.TRAIN_TASK)
+  task = seqio.get_mixture_or_task(
+      embedded_fewshot.train_task_name(embedded_fewshot.BenchmarkConfig()))
   lengths = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
   for example in task.get_dataset(lengths, split="train", shuffle=True, seed=0).take(100):
     name = example["task_name"].numpy().decode()
