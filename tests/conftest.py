@@ -3,10 +3,11 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Tests measure numerics, not speed: XLA's backend optimizations only cost
-# compile time here (2-3x on this suite). Set before JAX starts.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_backend_optimization_level=0").strip()
+# Tests measure numerics, not speed: compile as --quick runs do (XLA's backend
+# optimizations off, the faster-compiling emitters). Set before JAX starts.
+from hypert5 import cli  # noqa: E402  # imports nothing heavy
+
+cli.fast_compile_for_smoke_runs()
 # Many tests (and the train/eval subprocesses they start) compile the same
 # programs: share JAX's persistent compilation cache between them.
 import tempfile  # noqa: E402
