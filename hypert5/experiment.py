@@ -122,23 +122,54 @@ def build_models(config) -> Models:
   return Models(config.experiment, t5.T5(cfg, peft), hyper, shared)
 
 
-def _init_fn(models: Models, part: str):
-  if part == "downstream":
-    return lambda rng: models.downstream.init(rng, jnp.ones((1, 1), jnp.int32),
-                                              jnp.ones((1, 1), jnp.int32))
-  if part == "hyper":
-    return lambda rng: models.hyper.init(rng, jnp.ones((1, 4), jnp.int32))
-  return lambda rng: models.shared.init(rng)
+def part_module(models: Models, part: str) -> nn.Module:
+  return {"downstream": models.downstream, "hyper": models.hyper, "shared": models.shared}[part]
 
 
-@functools.lru_cache(maxsize=64)
+def _init_fn(module: nn.Module):
+  if isinstance(module, t5.T5):
+    return lambda rng: module.init(rng, jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32))
+  if isinstance(module, hypermodel.HyperT5):
+    return lambda rng: module.init(rng, jnp.ones((1, 4), jnp.int32))
+  return lambda rng: module.init(rng)
+
+
+_JITTED: dict = {}
+
+
+def jit_once(key, make):
+  """The jitted function `make()` builds, made once per `key` in this process.
+
+  Commands that run several stages or evaluations in one process (hypert5.demo)
+  ask for the same computations again and again; a shared jitted function skips
+  the second trace, lowering and compilation-cache lookup, which on a CPU cost
+  seconds each. `key` must hold everything `make` closes over (modules compare
+  by value). The oldest of 32 entries goes first."""
+  if key not in _JITTED:
+    if len(_JITTED) >= 32:
+      _JITTED.pop(next(iter(_JITTED)))
+    _JITTED[key] = make()
+  return _JITTED[key]
+
+
+def sharding_key(shardings) -> tuple:
+  """A hashable stand-in for a pytree of shardings (for jit_once keys)."""
+  leaves, treedef = jax.tree.flatten(shardings, is_leaf=lambda x: x is None)
+  return tuple(leaves), treedef
+
+
 def abstract_params(models: Models, part: str):
   """Boxed abstract parameters of one part (shapes and logical names, no memory).
 
-  Memoized (Models compare by value): tracing a model's init takes about a second
-  on a CPU, and a run asks for the same shapes several times. Callers must not
-  modify the returned tree."""
-  return jax.eval_shape(_init_fn(models, part), jax.random.PRNGKey(0))["params"]
+  Memoized per module (modules compare by value): tracing a model's init takes
+  about a second on a CPU, and a run asks for the same shapes several times.
+  Callers must not modify the returned tree."""
+  return _abstract_params(part_module(models, part))
+
+
+@functools.lru_cache(maxsize=64)
+def _abstract_params(module: nn.Module):
+  return jax.eval_shape(_init_fn(module), jax.random.PRNGKey(0))["params"]
 
 
 def param_shardings(models: Models, part: str, mesh, rules):
@@ -148,8 +179,9 @@ def param_shardings(models: Models, part: str, mesh, rules):
 
 def init_part(models: Models, part: str, rng, shardings):
   """Initializes one part directly into its shardings (never whole on one device)."""
-  fn = jax.jit(lambda r: nn.unbox(_init_fn(models, part)(r)["params"]),
-               out_shardings=shardings)
+  module = part_module(models, part)
+  fn = jit_once(("init", module, sharding_key(shardings)), lambda: jax.jit(
+      lambda r: nn.unbox(_init_fn(module)(r)["params"]), out_shardings=shardings))
   return fn(rng)
 
 

@@ -175,9 +175,11 @@ def initial_params(config, models, abstract, shardings, mesh, rules, parts):
       params["hyper"] = checkpoints.restore_part(config.init.hyper_checkpoint, "hyper",
                                                  abstract["hyper"])
     else:
-      fresh = jax.jit(lambda r, down: hypermodel.init_from_downstream(
-          nn.unbox(models.hyper.init(r, jnp.ones((1, 4), jnp.int32))["params"]), down),
-                      out_shardings=shardings["hyper"])
+      fresh = experiment.jit_once(
+          ("hyper_init", models.hyper, experiment.sharding_key(shardings["hyper"])),
+          lambda: jax.jit(lambda r, down: hypermodel.init_from_downstream(
+              nn.unbox(models.hyper.init(r, jnp.ones((1, 4), jnp.int32))["params"]), down),
+                          out_shardings=shardings["hyper"]))
       params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
   if "shared" in parts:
     params["shared"] = adapt.initial_shared_peft(config, models, params, abstract["shared"],
@@ -230,6 +232,18 @@ def make_train_step(models, optimizer, schedule, config, shardings, opt_sharding
                     partitioning.batch_sharding(mesh, rules)),
       out_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh)),
       donate_argnums=(0, 1))
+
+
+def reusable_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh,
+                        rules):
+  """make_train_step, shared by the runs of one process that would build the same
+  step (hypert5.demo trains several stages in one process; see experiment.jit_once).
+  The key holds everything the step closes over; shardings follow from the models,
+  mesh and rules."""
+  key = ("train_step", models, json.dumps(config.optimizer.to_dict(), sort_keys=True),
+         config.total_steps, config.seed, mesh, rules)
+  return experiment.jit_once(key, lambda: make_train_step(
+      models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules))
 
 
 def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
@@ -297,8 +311,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   if is_chief:
     _write_config(config, workdir)
     _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
-  # Before the input thread starts: tensorboardX imports torch, which must not
-  # race with the input thread's imports.
+  # Before the input thread starts: imports must not race with the input thread's.
   writer = _MetricsWriter(workdir, config, start_step) if is_chief else None
 
   # Input: started now, so building the pipeline overlaps initialization and compilation.
@@ -318,11 +331,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
       opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
   del fresh
 
-
   # -- The step ---------------------------------------------------------------
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step_fn = make_train_step(models, optimizer, schedule, config, shardings, opt_shardings,
-                              mesh, rules)
+    step_fn = reusable_train_step(models, optimizer, schedule, config, shardings,
+                                  opt_shardings, mesh, rules)
 
   # -- Evaluation along the way (config.eval_every) ---------------------------
   def evaluate(step):
@@ -426,11 +438,26 @@ def train_to_completion(config, workdir: str) -> None:
       f.write("finished\n")
 
 
+def _summary_writer_class():
+  """tensorboardX's SummaryWriter, imported without torch: tensorboardX imports torch
+  when it can, only to accept torch tensors (we log floats), and that import alone
+  takes seconds per process."""
+  if "torch" in sys.modules or "tensorboardX" in sys.modules:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    return SummaryWriter
+  sys.modules["torch"] = None  # makes `import torch` raise ImportError
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class _MetricsWriter:
   """metrics.jsonl, TensorBoard events and the console progress bar (process 0)."""
 
   def __init__(self, workdir: str, config, start_step: int):
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
     self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))

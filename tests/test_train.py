@@ -177,18 +177,16 @@ def test_mesh_that_does_not_fit_is_an_error(tmp_path):
   assert "mesh_shape (3, 2) needs 6 devices, but 8 are available" in result.stderr
 
 
-def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-  from ml_collections import config_flags
-  from hypert5 import train
-  config = config_flags.config_path_to_config(TINY) if hasattr(
-      config_flags, "config_path_to_config") else None
-  if config is None:
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("tiny", TINY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+def synthetic_tiny_config():
+  from hypert5 import cli
+  config = cli.load_config(TINY)
   config.data.source = "synthetic"
+  return config
+
+
+def test_gradient_accumulation_matches_one_big_batch(tmp_path):
+  from hypert5 import train
+  config = synthetic_tiny_config()
   config.total_steps, config.log_every, config.checkpoint_every = 3, 1, 100
   config.optimizer.grad_clip_norm = 0.0
   whole = train.train(config, str(tmp_path / "a"))
@@ -196,3 +194,27 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
   accumulated = train.train(config, str(tmp_path / "b"))
   np.testing.assert_allclose([e["loss"] for e in accumulated], [e["loss"] for e in whole],
                              rtol=1e-5)
+
+
+def test_runs_in_one_process_share_a_step_only_when_nothing_differs(tmp_path):
+  """hypert5.demo trains its stages in one process and reuses their jitted steps
+  (train.reusable_train_step): a run with another learning rate must not get the
+  first run's step, and an identical run gets it without tracing it again."""
+  from jax import monitoring
+  from hypert5 import train
+  config = synthetic_tiny_config()
+  config.total_steps, config.log_every, config.checkpoint_every = 2, 1, 100
+  first = [e["loss"] for e in train.train(config, str(tmp_path / "a"))]
+  config.optimizer.learning_rate *= 30
+  faster = [e["loss"] for e in train.train(config, str(tmp_path / "b"))]
+  assert faster[0] == first[0] and abs(faster[1] - first[1]) > 1e-4  # the new rate applied
+  config.optimizer.learning_rate /= 30
+  traced = []
+  listener = lambda event, duration, **kwargs: traced.append(kwargs.get("fun_name"))
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    again = [e["loss"] for e in train.train(config, str(tmp_path / "c"))]
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert again == first
+  assert "step_fn" not in traced
