@@ -130,8 +130,12 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
     with open(results_path) as f:
       return json.load(f)
   config = stage_config(config_stage, seed, mode, workdir)
-  if mode.quick:  # a smoke test: one mirrored pair of each of the first four families
-    config.eval.max_examples, config.eval.max_tasks = 4, 8
+  if config_stage == "lm":  # the zero-shot model reads the held-out tasks as the baselines do
+    baseline = stage_config("t5_mtf", seed, mode, workdir).data
+    config.data.inputs_length, config.data.targets_length = (baseline.inputs_length,
+                                                             baseline.targets_length)
+  if mode.quick:  # a smoke test: one mirrored pair of each of the first two families
+    config.eval.max_examples, config.eval.max_tasks = 4, 4
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
   results, predictions = eval_lib.evaluate(config, checkpoint, name=system, progress=False)

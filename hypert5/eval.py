@@ -133,6 +133,7 @@ _READ_CACHE: dict = {}  # (task, split, lengths, max_examples) -> examples
 def read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]:
   """A task's evaluation examples, in order, as plain Python values (read once
   per process: evaluating several models reuses them; do not modify them)."""
+  lengths = {k: v for k, v in lengths.items() if k in task.output_features}
   key = (task.name, split, tuple(sorted(lengths.items())), max_examples)
   if key not in _READ_CACHE:
     _READ_CACHE[key] = _read_task(task, split, lengths, max_examples)
@@ -145,7 +146,6 @@ def _read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]
     if not others:
       raise EvalError(f"task {task.name!r} has no {split!r} split (it has {list(task.splits)})")
     split = others[0]
-  lengths = {k: v for k, v in lengths.items() if k in task.output_features}
   dataset = task.get_dataset(sequence_length=lengths, split=split, shuffle=False,
                              num_epochs=1, use_cached=False)
   examples = []
@@ -184,8 +184,9 @@ class Evaluator:
 
   def __post_init__(self):
     self.eos = self.models.downstream.config.eos_token_id
-    self._hyper = jax.jit(lambda p, t: self.models.hyper.apply({"params": p}, t)) if (
-        self.models.hyper is not None) else None
+    hyper = self.models.hyper
+    self._hyper = experiment.jit_once(("generate_phi", hyper), lambda: jax.jit(
+        lambda p, t: hyper.apply({"params": p}, t))) if hyper is not None else None
 
   def phi_for(self, hyper_inputs: list[int] | None):
     """phi (batch axis 1) for one few-shot set: generated once, then cached."""

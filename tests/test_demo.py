@@ -27,7 +27,7 @@ def test_quick_demo_then_peft_sweep(tmp_path):
     assert summary[system]["average"] == 50.0, (system, summary[system])
   assert (workdir / "figure.png").stat().st_size > 1000
   table = (workdir / "results.md").read_text()
-  assert "| HyperT5-Prefix, no hyperpretraining |" in table and "8 held-out tasks" in table
+  assert "| HyperT5-Prefix, no hyperpretraining |" in table and "4 held-out tasks" in table
   assert "[11/11] seed 0: evaluate 8 systems" in result.stdout  # the progress lines
 
   # Resuming a finished workdir redoes nothing and reports the same.
