@@ -90,9 +90,12 @@ SMOKE_RUN_XLA_FLAGS = {
     # Backend (LLVM) optimizations off: the programs are tiny, and compiling them
     # optimized takes longer than running them.
     "--xla_backend_optimization_level": "0",
-    # The older elemental emitters: a train step compiles 2-3x faster than with
+    # The older elemental emitters: a train step compiles about 2x faster than with
     # the fusion emitters (measured in BENCHMARKS.md, "Compile time of smoke runs").
     "--xla_cpu_use_fusion_emitters": "false",
+    # One LLVM module per program: splitting it for parallel codegen costs more
+    # than it gains on small programs.
+    "--xla_cpu_parallel_codegen_split_count": "1",
 }
 
 
