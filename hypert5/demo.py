@@ -53,6 +53,11 @@ class Mode:
   def command_flags(self) -> str:
     return (" --quick" if self.quick else "") + (" --control" if self.control else "")
 
+  @property
+  def benchmark_name(self) -> str:
+    return ("embedded control benchmark (constant family)" if self.control
+            else "embedded few-shot benchmark")
+
 
 def define_flags() -> None:
   flags.DEFINE_string("workdir", "workdir/demo", "Where every stage writes.")
@@ -240,8 +245,7 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) 
   text = table(summary)
   num_tasks = next(iter(summary.values()))["num_tasks"]
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    benchmark = "control benchmark (constant family)" if mode.control else "few-shot benchmark"
-    f.write(f"# HyperT5 on the embedded {benchmark} (held-out tasks)\n\n")
+    f.write(f"# HyperT5 on the {mode.benchmark_name} (held-out tasks)\n\n")
     f.write("Accuracy (%) by rank classification over each task's two answer options, per rule "
             f"family and averaged over the {num_tasks} held-out tasks; chance is 50 by "
             "construction.\n\n")
@@ -249,8 +253,7 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) 
     f.write(f"Command: `{command}` ({seconds / 60:.1f} min)\n\n![held-out accuracy](figure.png)\n")
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"command": command, "seconds": seconds, "systems": summary}, f, indent=2)
-  plot(summary, os.path.join(workdir, "figure.png"),
-       "Control benchmark (constant family)" if mode.control else "Embedded few-shot benchmark")
+  plot(summary, os.path.join(workdir, "figure.png"), mode.benchmark_name.capitalize())
   print("\n" + text)
   print(f"\nwrote {workdir}/results.md, results.json and figure.png "
         f"({seconds / 60:.1f} min)")

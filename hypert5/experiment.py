@@ -126,7 +126,8 @@ def part_module(models: Models, part: str) -> nn.Module:
   return {"downstream": models.downstream, "hyper": models.hyper, "shared": models.shared}[part]
 
 
-def _init_fn(module: nn.Module):
+def init_fn(module: nn.Module):
+  """rng -> the module's initial variables, from dummy inputs of the right rank."""
   if isinstance(module, t5.T5):
     return lambda rng: module.init(rng, jnp.ones((1, 1), jnp.int32), jnp.ones((1, 1), jnp.int32))
   if isinstance(module, hypermodel.HyperT5):
@@ -169,7 +170,7 @@ def abstract_params(models: Models, part: str):
 
 @functools.lru_cache(maxsize=64)
 def _abstract_params(module: nn.Module):
-  return jax.eval_shape(_init_fn(module), jax.random.PRNGKey(0))["params"]
+  return jax.eval_shape(init_fn(module), jax.random.PRNGKey(0))["params"]
 
 
 def param_shardings(models: Models, part: str, mesh, rules):
@@ -181,7 +182,7 @@ def init_part(models: Models, part: str, rng, shardings):
   """Initializes one part directly into its shardings (never whole on one device)."""
   module = part_module(models, part)
   fn = jit_once(("init", module, sharding_key(shardings)), lambda: jax.jit(
-      lambda r: nn.unbox(_init_fn(module)(r)["params"]), out_shardings=shardings))
+      lambda r: nn.unbox(init_fn(module)(r)["params"]), out_shardings=shardings))
   return fn(rng)
 
 

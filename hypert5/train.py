@@ -178,7 +178,7 @@ def initial_params(config, models, abstract, shardings, mesh, rules, parts):
       fresh = experiment.jit_once(
           ("hyper_init", models.hyper, experiment.sharding_key(shardings["hyper"])),
           lambda: jax.jit(lambda r, down: hypermodel.init_from_downstream(
-              nn.unbox(models.hyper.init(r, jnp.ones((1, 4), jnp.int32))["params"]), down),
+              nn.unbox(experiment.init_fn(models.hyper)(r)["params"]), down),
                           out_shardings=shardings["hyper"]))
       params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
   if "shared" in parts:
