@@ -12,14 +12,15 @@ import logging
 from typing import Iterator
 
 
-def quiet_logs() -> None:
-  """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong."""
+def quiet_logs(tag: str = "") -> None:
+  """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong.
+  `tag` follows the logger's name on each line (which of several processes wrote it)."""
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   absl_logging.set_verbosity(absl_logging.WARNING)
   ours = logging.getLogger("hypert5")
   if not ours.handlers:
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(name)s{tag}: %(message)s"))
     ours.addHandler(handler)
   ours.setLevel(logging.INFO)
   ours.propagate = False

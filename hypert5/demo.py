@@ -65,27 +65,149 @@ def define_flags() -> None:
   flags.DEFINE_bool("quick", False, "A minutes-long smoke version (tiny model, 3 steps a stage).")
   flags.DEFINE_bool("control", False, "Run on the control benchmark (the constant family "
                     "with fixed answer words) instead of the embedded few-shot benchmark.")
+  flags.DEFINE_integer("workers", None, "Processes that train independent stages side by "
+                       "side: 1 or 2 (default: 2 where the machine has 2 cores or more).")
+  flags.DEFINE_integer("worker", 0, "Internal: 1 in the second worker's process, which the "
+                       "first starts.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One item of the plan: train a stage, or evaluate systems of one seed."""
+  label: str
+  weight: int  # in steps, for the estimate of the time left
+  seed: int
+  stage: str | None = None
+  systems: tuple[str, ...] = ()
+  worker: int = 0
+
+  def done(self, workdir: str) -> bool:
+    if self.stage is not None:
+      return os.path.exists(os.path.join(stage_dir(self.stage, self.seed, workdir), "DONE"))
+    return all(os.path.exists(results_path(system, self.seed, workdir))
+               for system in self.systems)
+
+
+# With two workers the second takes these stages and evaluates their systems. Stages
+# that share a compiled step or a checkpoint (hyperpretrain_x -> mtf_x, mtf_prefix ->
+# mtf_prefix_nohp) stay in one worker; the split balances the two workers' time.
+SECOND_WORKER_STAGES = ("hyperpretrain_lora", "mtf_lora", "shared_lora", "t5_mtf_fewshot")
+
+
+def make_plan(seeds: int, mode: Mode, workers: int) -> list[Job]:
+  """Every job in the order the workers run theirs: the downstream model first (every
+  other stage starts from it), then each seed's stages, then each seed's evaluations."""
+  stages = cli.load_config_module(DEMO_CONFIG).STAGES
+  steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + mode.config_flags).total_steps
+  worker_of = lambda stage: int(workers == 2 and stage in SECOND_WORKER_STAGES)
+  plan = [Job("pretrain the downstream T5", steps("lm"), 0, stage="lm")]
+  for seed in range(seeds):
+    plan += [Job(f"seed {seed}: {s}", steps(s), seed, stage=s, worker=worker_of(s))
+             for s in stages if s != "lm"]
+  eval_weight = max(steps("mtf_prefix") // 4, 1)
+  for seed in range(seeds):
+    for worker in range(workers):
+      systems = tuple(name for name, (stage, _) in SYSTEMS.items()
+                      if worker_of(stage) == worker)
+      plan.append(Job(f"seed {seed}: evaluate {len(systems)} systems on the held-out tasks",
+                      eval_weight * len(systems) // len(SYSTEMS), seed, systems=systems,
+                      worker=worker))
+  return plan
 
 
 class Progress:
-  """Stage headers with elapsed time and an estimate of the time left."""
+  """Headers for one worker's jobs: the job's place in the plan, the time since the
+  demo started, and this worker's time left at its pace so far."""
 
-  def __init__(self, plan: list[tuple[str, int]]):
-    self.plan = plan  # (label, weight in steps)
+  def __init__(self, plan: list[Job], worker: int, workers: int):
+    self.plan, self.worker, self.workers = plan, worker, workers
+    self.left_weight = sum(j.weight for j in plan if j.worker == worker)
     self.done_weight = 0
-    self.start = time.time()
+    self.start = time.time()  # the second worker takes the first's (SecondWorker.go)
+    self.pace_start = None  # when this worker began its first job
 
   def begin(self, index: int) -> None:
-    label, weight = self.plan[index]
-    elapsed = time.time() - self.start
-    total = sum(w for _, w in self.plan)
-    left = (elapsed / self.done_weight * (total - self.done_weight)) if self.done_weight else None
-    eta = f", about {left / 60:.1f} min left" if left is not None else ""
-    print(f"\n[{index + 1}/{len(self.plan)}] {label} ({elapsed / 60:.1f} min elapsed{eta})",
-          flush=True)
+    now = time.time()
+    self.pace_start = self.pace_start or now
+    tag = f"worker {self.worker + 1}, " if self.workers > 1 else ""
+    eta = ""
+    if self.done_weight:
+      left = (now - self.pace_start) / self.done_weight * self.left_weight
+      eta = f", about {left / 60:.1f} min left"
+    print(f"\n[{index + 1}/{len(self.plan)}] {self.plan[index].label} "
+          f"({tag}{(now - self.start) / 60:.1f} min elapsed{eta})", flush=True)
 
   def end(self, index: int) -> None:
-    self.done_weight += self.plan[index][1]
+    self.done_weight += self.plan[index].weight
+    self.left_weight -= self.plan[index].weight
+
+
+class SecondWorker:
+  """The second worker: the same command with --worker=1, started at once so its imports
+  overlap the first stage; it starts its jobs when go() says the downstream model is
+  there. Its output shares the terminal (lines tagged "worker 2", no progress bar).
+  It stops, saving its current step, when this process's end of its stdin closes:
+  whatever way this process ends, the worker does not run on alone."""
+
+  def __init__(self, command: list[str]):
+    import subprocess  # pylint: disable=import-outside-toplevel
+    env = dict(os.environ, HYPERT5_PROGRESS="0")
+    self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env, text=True)
+
+  def go(self, demo_start: float) -> None:
+    self.process.stdin.write(f"go {demo_start!r}\n")
+    self.process.stdin.flush()
+
+  def check(self) -> None:
+    """Raises if the worker has stopped before its end."""
+    code = self.process.poll()
+    if code == 143:
+      raise WorkerPreempted("worker 2 was stopped; its stage is saved")
+    if code not in (None, 0):
+      raise WorkerFailed(f"the demo's worker 2 failed (exit code {code}); its error is above")
+
+  def finish(self) -> None:
+    self.process.wait()
+    self.check()
+
+  def stop(self) -> None:
+    """Closes its stdin (it saves and exits) and waits for it."""
+    if self.process.poll() is None:
+      self.process.stdin.close()
+      self.process.wait()
+
+
+class WorkerPreempted(Exception):
+  pass
+
+
+class WorkerFailed(Exception):
+  pass
+
+
+def prepare(mode: Mode) -> None:
+  """What a worker can do before the downstream model exists: its imports (TensorFlow,
+  SeqIO and the task registry take seconds) and generating the benchmark."""
+  from hypert5 import eval as _  # noqa: F401  # pylint: disable=import-outside-toplevel
+  family_of_tasks(mode)
+
+
+def wait_for_go_then_watch_stdin() -> float | None:
+  """Worker 2: blocks until the first worker says go (returns the demo's start time) or
+  has gone (None). Then a thread watches stdin: when it closes, SIGTERM (the train loop
+  saves and exits)."""
+  import signal  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  line = sys.stdin.readline().split()
+  if len(line) != 2 or line[0] != "go":
+    return None
+
+  def watch():
+    sys.stdin.read()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  threading.Thread(target=watch, daemon=True, name="hypert5-demo-parent").start()
+  return float(line[1])
 
 
 def stage_config(stage: str, seed: int, mode: Mode, workdir: str):
@@ -129,10 +251,9 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
 def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
   stage, config_stage = SYSTEMS[system]
-  out = os.path.join(workdir, f"seed{seed}", "eval", stage)
-  results_path = os.path.join(out, "results.json")
-  if os.path.exists(results_path):
-    with open(results_path) as f:
+  path = results_path(system, seed, workdir)
+  if os.path.exists(path):
+    with open(path) as f:
       return json.load(f)
   config = stage_config(config_stage, seed, mode, workdir)
   if config_stage == "lm":  # the zero-shot model reads the held-out tasks as the baselines do
@@ -144,8 +265,12 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
   results, predictions = eval_lib.evaluate(config, checkpoint, name=system, progress=False)
-  eval_lib.write_results(out, results, predictions)
+  eval_lib.write_results(os.path.dirname(path), results, predictions)
   return results
+
+
+def results_path(system: str, seed: int, workdir: str) -> str:
+  return os.path.join(workdir, f"seed{seed}", "eval", SYSTEMS[system][0], "results.json")
 
 
 # -- Report ---------------------------------------------------------------------
@@ -210,30 +335,51 @@ def plot(summary: dict[str, dict], path: str, title: str = "Embedded few-shot be
   plt.close(fig)
 
 
-def run(workdir: str, seeds: int, mode: Mode) -> dict:
-  """Every stage, every evaluation, then the report. Returns the summary."""
+def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
+        worker_command: list[str] | None = None) -> dict | None:
+  """Every stage, every evaluation, then the report; returns the summary.
+
+  workers=2: this process (worker 0) starts `worker_command` as worker 1, which runs its
+  share of the plan (make_plan) beside this one; worker 1 itself returns None.
+  """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   cli.use_compilation_cache()
-  stages = cli.load_config_module(DEMO_CONFIG).STAGES
-  steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + mode.config_flags
-                                        ).total_steps
-  plan = [("lm", "pretrain the downstream T5", steps("lm"), 0)]
-  for seed in range(seeds):
-    plan += [(s, f"seed {seed}: {s}", steps(s), seed) for s in stages if s != "lm"]
-  eval_weight = max(steps("mtf_prefix") // 4, 1)
-  plan += [(None, f"seed {seed}: evaluate {len(SYSTEMS)} systems on the held-out tasks",
-            eval_weight, seed) for seed in range(seeds)]
-  progress = Progress([(label, weight) for _, label, weight, _ in plan])
-  per_seed: dict[int, dict] = {}
-  for index, (stage, _, _, seed) in enumerate(plan):
-    progress.begin(index)
-    if stage is not None:
-      run_stage(stage, seed, mode, workdir)
-    else:
-      per_seed[seed] = {system: evaluate_system(system, seed, mode, workdir)
-                        for system in SYSTEMS}
-    progress.end(index)
+  plan = make_plan(seeds, mode, workers)
+  mine = [i for i, job in enumerate(plan) if job.worker == worker]
+  second = None
+  if worker == 0 and workers == 2 and not all(plan[i].done(workdir) for i in range(len(plan))
+                                              if plan[i].worker == 1):
+    second = SecondWorker(worker_command)
+  progress = Progress(plan, worker, workers)
+  if worker == 1:
+    prepare(mode)
+    progress.start = wait_for_go_then_watch_stdin()
+    if progress.start is None:
+      return None
+  try:
+    for index in mine:
+      job = plan[index]
+      if second:
+        second.check()
+      progress.begin(index)
+      if job.stage is not None:
+        run_stage(job.stage, job.seed, mode, workdir)
+        if job.stage == "lm" and second:
+          second.go(progress.start)
+      else:
+        for system in job.systems:
+          evaluate_system(system, job.seed, mode, workdir)
+      progress.end(index)
+    if second:
+      second.finish()
+  finally:
+    if second:
+      second.stop()
+  if worker == 1:
+    return None
+  per_seed = {seed: {system: evaluate_system(system, seed, mode, workdir) for system in SYSTEMS}
+              for seed in range(seeds)}
   summary = summarize(per_seed, mode)
   report(workdir, summary, seeds, mode, time.time() - progress.start)
   return summary
@@ -259,17 +405,32 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) 
         f"({seconds / 60:.1f} min)")
 
 
+def default_workers() -> int:
+  return 2 if (os.cpu_count() or 1) >= 2 else 1
+
+
 def main(argv):
   del argv
   if FLAGS.quick:
     cli.fast_compile_for_smoke_runs()
-  cli.quiet_logs()
+  workers = default_workers() if FLAGS.workers is None else FLAGS.workers
+  if workers not in (1, 2):
+    raise app.UsageError(f"--workers={workers}: the demo runs 1 or 2 workers")
+  cli.quiet_logs(tag=" (worker 2)" if FLAGS.worker else "")
   from hypert5 import train  # pylint: disable=import-outside-toplevel
+  command = [sys.executable, "-m", "hypert5.demo", f"--workdir={FLAGS.workdir}",
+             f"--seeds={FLAGS.seeds}", f"--quick={FLAGS.quick}", f"--control={FLAGS.control}",
+             "--workers=2", "--worker=1"]
   try:
-    run(FLAGS.workdir, FLAGS.seeds, Mode(quick=FLAGS.quick, control=FLAGS.control))
-  except train.Preempted as e:
-    print(f"\n{e}: the same command resumes from there", file=sys.stderr)
+    run(FLAGS.workdir, FLAGS.seeds, Mode(quick=FLAGS.quick, control=FLAGS.control), workers,
+        FLAGS.worker, command)
+  except (train.Preempted, WorkerPreempted) as e:
+    if not FLAGS.worker:
+      print(f"\n{e}: the same command resumes from there", file=sys.stderr)
     sys.exit(143)
+  except WorkerFailed as e:
+    print(f"\n{e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -99,15 +99,26 @@ def _count_tokens(batch: dict) -> int:
 
 
 class _Preemption:
-  """SIGTERM sets a flag; the loop saves at the current step and exits."""
+  """SIGTERM sets a flag; the loop saves at the current step and exits.
+
+  Only while the loop runs: close() puts back the handler it found, so a SIGTERM
+  between runs of one process (hypert5.demo's stages and evaluations) still stops it.
+  """
 
   def __init__(self):
     self.requested = False
+    self._installed, self._previous = False, None
     if jax.process_index() == 0 or jax.process_count() == 1:
       try:
-        signal.signal(signal.SIGTERM, self._handle)
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed = True
       except ValueError:  # not the main thread (tests calling train())
         pass
+
+  def close(self) -> None:
+    if self._installed:  # None: a handler not set from Python; the default is what it did
+      signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
+      self._installed = False
 
   def _handle(self, signum, frame):
     del signum, frame
@@ -415,6 +426,7 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     if pending is not None:
       check(*pending)
   finally:
+    preemption.close()
     batches.close()
     checkpointer.wait()
     checkpointer.close()
@@ -453,6 +465,13 @@ def _summary_writer_class():
   return SummaryWriter
 
 
+def _progress_bar_disabled() -> bool:
+  """The bar shows on a terminal; HYPERT5_PROGRESS=1 forces it, =0 hides it (a second
+  process sharing the terminal, as hypert5.demo's second worker does)."""
+  forced = os.environ.get("HYPERT5_PROGRESS")
+  return forced == "0" if forced in ("0", "1") else not sys.stderr.isatty()
+
+
 class _MetricsWriter:
   """metrics.jsonl, TensorBoard events and the console progress bar (process 0)."""
 
@@ -462,7 +481,7 @@ class _MetricsWriter:
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
     self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
     self.bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
-                    disable=not sys.stderr.isatty() and os.environ.get("HYPERT5_PROGRESS") != "1",
+                    disable=_progress_bar_disabled(),
                     dynamic_ncols=True)
     self.last_step = start_step
 

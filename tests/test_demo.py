@@ -2,10 +2,15 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+
+import pytest
 
 from conftest import REPO
+from hypert5 import demo
 
 SYSTEMS = ["T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot",
            "HyperT5-Prefix", "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining"]
@@ -18,7 +23,7 @@ def run(*args):
 
 def test_quick_demo_then_peft_sweep(tmp_path):
   workdir = tmp_path / "demo"
-  result = run("hypert5.demo", f"--workdir={workdir}", "--quick")
+  result = run("hypert5.demo", f"--workdir={workdir}", "--quick", "--workers=2")
   assert result.returncode == 0, result.stderr[-3000:]
   summary = json.loads((workdir / "results.json").read_text())["systems"]
   assert list(summary) == SYSTEMS
@@ -28,7 +33,9 @@ def test_quick_demo_then_peft_sweep(tmp_path):
   assert (workdir / "figure.png").stat().st_size > 1000
   table = (workdir / "results.md").read_text()
   assert "| HyperT5-Prefix, no hyperpretraining |" in table and "4 held-out tasks" in table
-  assert "[11/11] seed 0: evaluate 8 systems" in result.stdout  # the progress lines
+  # The progress lines of both workers.
+  assert "[11/12] seed 0: evaluate 5 systems on the held-out tasks (worker 1, " in result.stdout
+  assert "[12/12] seed 0: evaluate 3 systems on the held-out tasks (worker 2, " in result.stdout
 
   # Resuming a finished workdir redoes nothing and reports the same.
   done = (workdir / "seed0" / "mtf_prefix" / "DONE").stat().st_mtime
@@ -60,3 +67,52 @@ def test_sweep_without_demo_runs_says_what_to_run(tmp_path):
                "--tasks=embedded_fewshot.heldout_00_m0")
   assert result.returncode != 0
   assert "python -m hypert5.demo" in result.stderr and "downstream is missing" in result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_plan_runs_every_job_once_and_keeps_shared_work_in_one_worker(workers):
+  plan = demo.make_plan(seeds=2, mode=demo.Mode(quick=True), workers=workers)
+  assert plan[0].stage == "lm" and plan[0].worker == 0  # everything else starts from it
+  trained = [(job.seed, job.stage) for job in plan if job.stage]
+  assert len(trained) == len(set(trained)) == 1 + 2 * 9
+  worker = {(job.seed, job.stage): job.worker for job in plan if job.stage}
+  assert set(worker.values()) == set(range(workers))
+  position = {(job.seed, job.stage): i for i, job in enumerate(plan) if job.stage}
+  for seed in (0, 1):
+    # MTF restores its hyperpretrained hypermodel, and shares its compiled step.
+    for kind in ("prefix", "lora"):
+      assert worker[seed, f"mtf_{kind}"] == worker[seed, f"hyperpretrain_{kind}"]
+      assert position[seed, f"mtf_{kind}"] > position[seed, f"hyperpretrain_{kind}"]
+    evaluations = [job for job in plan if not job.stage and job.seed == seed]
+    assert sorted(s for job in evaluations for s in job.systems) == sorted(demo.SYSTEMS)
+    for job in evaluations:  # by the worker that trained the system
+      for system in job.systems:
+        stage = demo.SYSTEMS[system][0]
+        assert job.worker == (0 if stage == "downstream" else worker[seed, stage])
+        assert position.get((seed, stage), -1) < plan.index(job)
+
+
+def test_second_worker_failures_are_errors_and_it_stops_with_the_first(tmp_path):
+  failed = demo.SecondWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+  failed.process.wait()
+  with pytest.raises(demo.WorkerFailed, match="exit code 3"):
+    failed.check()
+  preempted = demo.SecondWorker([sys.executable, "-c", "import sys; sys.exit(143)"])
+  preempted.process.wait()
+  with pytest.raises(demo.WorkerPreempted):
+    preempted.check()
+
+  # A worker told to go gets the demo's start time; when the first worker's end of its
+  # stdin closes (it stopped, whatever the way), the worker gets SIGTERM.
+  started = tmp_path / "started"
+  worker = demo.SecondWorker([sys.executable, "-c", (
+      "import sys, time; from hypert5 import demo; "
+      "start = demo.wait_for_go_then_watch_stdin(); "
+      f"open({str(started)!r}, 'w').write(repr(start)); time.sleep(300)")])
+  worker.go(1234.5)
+  deadline = time.time() + 120
+  while not (started.exists() and started.read_text()) and time.time() < deadline:
+    time.sleep(0.1)
+  assert started.read_text() == "1234.5"
+  worker.stop()
+  assert worker.process.returncode == -signal.SIGTERM

@@ -137,6 +137,18 @@ def test_sigterm_saves_the_current_step(tmp_path):
   assert meta["step"] == saved == meta["batches_consumed"]
 
 
+def test_sigterm_is_caught_only_while_a_loop_runs():
+  # hypert5.demo trains stages and evaluates in one process: a SIGTERM between loops
+  # must stop it, not set the flag of a loop that has ended.
+  from hypert5 import train  # pylint: disable=import-outside-toplevel
+  before = signal.getsignal(signal.SIGTERM)
+  preemption = train._Preemption()  # pylint: disable=protected-access
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert preemption.check(0)
+  preemption.close()
+  assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_half_written_checkpoint_falls_back_to_the_previous_one(tmp_path, tiny_hyper_run):
   workdir = tmp_path / "wd"
   shutil.copytree(tiny_hyper_run, workdir)
