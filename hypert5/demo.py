@@ -1,6 +1,6 @@
 """The main job on the embedded default: hypertuning end to end, on a CPU, in minutes.
 
-  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick] [--control]
+  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick] [--control] [--workers=1]
 
 Runs the paper's pipeline at toy scale (stages in configs/demo.py): pretrain a
 small downstream T5, hyperpretrain HyperT5-Prefix and HyperT5-LoRA with CACLM,
@@ -8,6 +8,11 @@ multi-task fine-tune them and the baselines on the embedded few-shot benchmark,
 evaluate everything on its held-out tasks, and write the results table and
 plots (analogues of the paper's Table 1 and Figure 4) to the workdir. Each
 stage resumes where it stopped; a finished stage is skipped.
+
+After the downstream model, the stages are independent but for hyperpretraining
+before MTF, so two worker processes train them side by side (make_plan says
+which): a small model's step keeps about one core busy, and tracing and
+compiling hold Python's lock, so one process leaves the second core mostly idle.
 """
 
 from __future__ import annotations
