@@ -84,11 +84,13 @@ class Job:
   seed: int
   stage: str | None = None
   systems: tuple[str, ...] = ()
-  worker: int = 0
+  worker: int = 0  # 0: the demo's own process; 1: the second worker (SecondWorker)
 
   def done(self, workdir: str) -> bool:
+    from hypert5 import train  # pylint: disable=import-outside-toplevel
     if self.stage is not None:
-      return os.path.exists(os.path.join(stage_dir(self.stage, self.seed, workdir), "DONE"))
+      return os.path.exists(os.path.join(stage_dir(self.stage, self.seed, workdir),
+                                         train.FINISHED_MARKER))
     return all(os.path.exists(results_path(system, self.seed, workdir))
                for system in self.systems)
 
@@ -176,18 +178,18 @@ class SecondWorker:
     self.check()
 
   def stop(self) -> None:
-    """Closes its stdin (it saves and exits) and waits for it."""
+    """Closes its stdin (it stops; a train loop saves its step first) and waits for it."""
     if self.process.poll() is None:
       self.process.stdin.close()
       self.process.wait()
 
 
 class WorkerPreempted(Exception):
-  pass
+  """The second worker was stopped by SIGTERM (its train loop saved); rerun to resume."""
 
 
 class WorkerFailed(Exception):
-  pass
+  """The second worker exited with an error (printed above, on the shared stderr)."""
 
 
 def prepare(mode: Mode) -> None:
