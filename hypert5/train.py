@@ -116,7 +116,7 @@ class _Preemption:
         pass
 
   def close(self) -> None:
-    if self._installed:  # None: a handler not set from Python; the default is what it did
+    if self._installed:  # None: the handler was not set from Python; restore the default
       signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
       self._installed = False
 
