@@ -89,8 +89,7 @@ class Job:
   def done(self, workdir: str) -> bool:
     from hypert5 import train  # pylint: disable=import-outside-toplevel
     if self.stage is not None:
-      return os.path.exists(os.path.join(stage_dir(self.stage, self.seed, workdir),
-                                         train.FINISHED_MARKER))
+      return train.is_finished(stage_dir(self.stage, self.seed, workdir))
     return all(os.path.exists(results_path(system, self.seed, workdir))
                for system in self.systems)
 
@@ -105,13 +104,13 @@ def make_plan(seeds: int, mode: Mode, workers: int) -> list[Job]:
   """Every job in the order the workers run theirs: the downstream model first (every
   other stage starts from it), then each seed's stages, then each seed's evaluations."""
   stages = cli.load_config_module(DEMO_CONFIG).STAGES
-  steps = lambda stage: cli.load_config(DEMO_CONFIG, stage + mode.config_flags).total_steps
+  steps = {s: cli.load_config(DEMO_CONFIG, s + mode.config_flags).total_steps for s in stages}
   worker_of = lambda stage: int(workers == 2 and stage in SECOND_WORKER_STAGES)
-  plan = [Job("pretrain the downstream T5", steps("lm"), 0, stage="lm")]
+  plan = [Job("pretrain the downstream T5", steps["lm"], 0, stage="lm")]
   for seed in range(seeds):
-    plan += [Job(f"seed {seed}: {s}", steps(s), seed, stage=s, worker=worker_of(s))
+    plan += [Job(f"seed {seed}: {s}", steps[s], seed, stage=s, worker=worker_of(s))
              for s in stages if s != "lm"]
-  eval_weight = max(steps("mtf_prefix") // 4, 1)
+  eval_weight = max(steps["mtf_prefix"] // 4, 1)
   for seed in range(seeds):
     for worker in range(workers):
       systems = tuple(name for name, (stage, _) in SYSTEMS.items()

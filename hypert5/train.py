@@ -440,13 +440,17 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 FINISHED_MARKER = "DONE"
 
 
+def is_finished(workdir: str) -> bool:
+  """Whether train_to_completion has finished the run in `workdir`."""
+  return os.path.exists(os.path.join(workdir, FINISHED_MARKER))
+
+
 def train_to_completion(config, workdir: str) -> None:
   """Trains (or resumes) unless `workdir` is marked finished, then marks it. A
   preempted run raises Preempted and stays unmarked, so the next call resumes it."""
-  marker = os.path.join(workdir, FINISHED_MARKER)
-  if not os.path.exists(marker):
+  if not is_finished(workdir):
     train(config, workdir)
-    with open(marker, "w") as f:
+    with open(os.path.join(workdir, FINISHED_MARKER), "w") as f:
       f.write("finished\n")
 
 
