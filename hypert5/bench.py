@@ -1,7 +1,7 @@
 """Training and inference speed of HyperT5-Prefix and HyperT5-LoRA, as JSON lines.
 
-  python -m hypert5.bench --preset=tiny|small|large|xl [--kind=prefix|lora|both]
-      [--steps=N] [--compare_hf]
+  python -m hypert5.bench --preset=tiny|small|large|xl [--kind=prefix|lora|both|none]
+      [--steps=N] [--compare_hf] [--gemm_floor]
 
 Imports only JAX, Flax, Optax, NumPy and TensorFlow-free hypert5 modules, so it
 runs on an accelerator image without TensorFlow, SeqIO or ml_collections.
@@ -46,12 +46,22 @@ downstream T5 reads the same few-shot text the hypermodel reads
 against our plain downstream T5, same shapes and random init, full training
 step (forward, backward, AdamW) and eval forward, in tokens (inputs + targets)
 per second.
+
+--gemm_floor (small preset, CPU): the matmul floor of that plain T5 step. Every
+dot_general in the traced training step (and in the eval forward) is timed
+alone, as a [batch, m, k] x [batch, k, n] matmul in each of three operand
+layouts (neither, lhs or rhs stored transposed), the fastest layout kept, with
+XLA and, where installed, with PyTorch. Their sum is the least time any
+implementation calling those kernels could take for the step: a throughput
+target above `max_tokens_per_s` cannot be met on this machine with them.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
+import math
 import statistics
 import sys
 import time
@@ -61,6 +71,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import app, flags
+from jax.extend import core as jax_core
 
 from hypert5 import hypermodel, t5
 from hypert5 import peft as peft_lib
@@ -203,17 +214,23 @@ def table_peak(device) -> float | None:
   return None
 
 
+def _fastest_seconds(fn, repeats: int) -> float:
+  """Best wall time of `fn` over `repeats` calls, after one untimed call (compilation)."""
+  fn()
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
 def measured_matmul_tflops(dtype, size: int, repeats: int = 10) -> float:
   """Best throughput of a [size, size] @ [size, size] jnp.dot in `dtype`."""
   a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
   b = jax.random.normal(jax.random.PRNGKey(1), (size, size), dtype)
   dot = jax.jit(jnp.dot)
-  dot(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    dot(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - start)
+  best = _fastest_seconds(lambda: dot(a, b).block_until_ready(), repeats)
   return 2 * size ** 3 / best / 1e12
 
 
@@ -368,23 +385,34 @@ def device_peak(preset: Preset) -> dict:
 # Plain T5 against HuggingFace PyTorch (--compare_hf).
 
 
-def bench_plain_t5(preset: Preset, steps: int) -> dict:
-  """Our downstream T5 alone: full training step (AdamW) and eval forward."""
-  cfg = model_config(preset, None)
+def plain_t5_functions(cfg: T5Config):
+  """(loss_fn, forward) of the plain T5 that --compare_hf and --gemm_floor time.
+
+  loss_fn(params, batch) -> mean target NLL (training mode);
+  forward(params, batch) -> [b, t, vocab] logits (eval mode).
+  """
   model = t5.T5(cfg)
-  params = t5.init_params(cfg, jax.random.PRNGKey(1))
-  optimizer = optax.adamw(1e-4)
-  opt_state = jax.jit(optimizer.init)(params)
-  batch = synthetic_batch(preset, cfg.vocab_size)
 
   def loss_fn(params, batch):
     logits = model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"],
                          deterministic=False)  # [b, t, vocab]
     return -jnp.mean(token_log_probs(logits, batch["targets"]))
 
-  @jax.jit
   def forward(params, batch):
     return model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"])
+
+  return loss_fn, forward
+
+
+def bench_plain_t5(preset: Preset, steps: int) -> dict:
+  """Our downstream T5 alone: full training step (AdamW) and eval forward."""
+  cfg = model_config(preset, None)
+  params = t5.init_params(cfg, jax.random.PRNGKey(1))
+  optimizer = optax.adamw(1e-4)
+  opt_state = jax.jit(optimizer.init)(params)
+  batch = synthetic_batch(preset, cfg.vocab_size)
+  loss_fn, forward = plain_t5_functions(cfg)
+  forward = jax.jit(forward)
 
   def step(params, opt_state, batch):
     loss, grads = jax.value_and_grad(loss_fn)(params, batch)
@@ -460,26 +488,115 @@ def compare_hf(preset: Preset, steps: int) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------
+# The matmul floor of the plain T5 step (--gemm_floor).
+
+GEMM_LAYOUTS = ("nn", "nt", "tn")  # stored transposed: neither operand, rhs, lhs
+
+
+def dot_shapes(jaxpr) -> list[tuple[int, int, int, int]]:
+  """(batch, m, k, n) of every dot_general a jaxpr runs, nested jaxprs included.
+
+  A dot inside a scan body is listed once per iteration.
+  """
+  shapes = []
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+      lhs, rhs = (v.aval.shape for v in eqn.invars)
+      b = math.prod(lhs[i] for i in lhs_batch)
+      k = math.prod(lhs[i] for i in lhs_contract)
+      shapes.append((b, math.prod(lhs) // (b * k), k, math.prod(rhs) // (b * k)))
+    repeats = eqn.params["length"] if eqn.primitive.name == "scan" else 1
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      shapes += dot_shapes(sub) * repeats
+  return shapes
+
+
+def _gemm_operand_shapes(b: int, m: int, k: int, n: int, layout: str):
+  """Stored shapes of lhs and rhs; a batch of 1 is dropped (a plain matrix product)."""
+  lhs = (k, m) if layout == "tn" else (m, k)
+  rhs = (n, k) if layout == "nt" else (k, n)
+  return ((b,) + lhs, (b,) + rhs) if b > 1 else (lhs, rhs)
+
+
+def _xla_gemm(b: int, m: int, k: int, n: int, layout: str):
+  lhs_shape, rhs_shape = _gemm_operand_shapes(b, m, k, n, layout)
+  lhs = jax.random.normal(jax.random.PRNGKey(0), lhs_shape, jnp.float32)
+  rhs = jax.random.normal(jax.random.PRNGKey(1), rhs_shape, jnp.float32)
+  first = int(b > 1)  # the index of the first non-batch dim
+  contract = ((first if layout == "tn" else first + 1,), (first + 1 if layout == "nt" else first,))
+  batch_dims = ((0,), (0,)) if b > 1 else ((), ())
+  dot = jax.jit(lambda x, y: jax.lax.dot_general(x, y, (contract, batch_dims)))
+  return lambda: dot(lhs, rhs).block_until_ready()
+
+
+def _torch_gemm(b: int, m: int, k: int, n: int, layout: str):
+  import torch  # pylint: disable=import-outside-toplevel
+  lhs_shape, rhs_shape = _gemm_operand_shapes(b, m, k, n, layout)
+  lhs, rhs = torch.randn(lhs_shape), torch.randn(rhs_shape)
+  lhs = lhs.transpose(-1, -2) if layout == "tn" else lhs  # views: BLAS reads them transposed
+  rhs = rhs.transpose(-1, -2) if layout == "nt" else rhs
+  return lambda: torch.matmul(lhs, rhs)
+
+
+def gemm_floor(preset: Preset, repeats: int = 5) -> list[dict]:
+  """Summed best times of the plain T5 step's matmuls, per library (see the docstring)."""
+  cfg = model_config(preset, None)
+  loss_fn, forward = plain_t5_functions(cfg)
+  params = t5.param_shapes(cfg)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       synthetic_batch(preset, cfg.vocab_size))
+  passes = {"train": dot_shapes(jax.make_jaxpr(jax.value_and_grad(loss_fn))(params, batch).jaxpr),
+            "forward": dot_shapes(jax.make_jaxpr(forward)(params, batch).jaxpr)}
+  libraries = {"xla": _xla_gemm}
+  try:
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+    libraries["torch"] = _torch_gemm
+  except ImportError:
+    pass
+  tokens = preset.batch * (preset.inputs_len + preset.targets_len)
+  lines = []
+  for library, make_gemm in libraries.items():
+    seconds = {shape: min(_fastest_seconds(make_gemm(*shape, layout), repeats)
+                          for layout in GEMM_LAYOUTS)
+               for shape in set(passes["train"]) | set(passes["forward"])}
+    for name, shapes in passes.items():
+      counts = collections.Counter(shapes)
+      floor_s = sum(count * seconds[shape] for shape, count in counts.items())
+      flop = sum(2 * count * math.prod(shape) for shape, count in counts.items())
+      lines.append({"bench": "gemm_floor", "impl": library, "preset": preset_name(preset),
+                    "pass": name, "dots": len(shapes), "distinct_shapes": len(counts),
+                    "gflop": flop / 1e9, "floor_s": floor_s, "gflop_per_s": flop / floor_s / 1e9,
+                    "max_tokens_per_s": tokens / floor_s})
+  return lines
+
+
+# ---------------------------------------------------------------------------
 # Command line.
 
 
 def define_flags() -> None:
   flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Shapes and numerics.")
-  flags.DEFINE_enum("kind", "both", ["prefix", "lora", "both"], "Which HyperT5.")
+  flags.DEFINE_enum("kind", "both", ["prefix", "lora", "both", "none"],
+                    "Which HyperT5 (none: only the plain-T5 lines of --compare_hf, --gemm_floor).")
   flags.DEFINE_integer("steps", None, "Timed steps after the first (default: the preset's).")
   flags.DEFINE_string("attention_impl", "auto",
                       "auto (the preset's on GPU, falling back to XLA; XLA elsewhere), xla or "
                       "cudnn.")
   flags.DEFINE_bool("compare_hf", False, "Also time HuggingFace PyTorch T5 against our plain "
                     "T5 (meant for --preset=small on CPU).")
+  flags.DEFINE_bool("gemm_floor", False, "Also time the plain T5 step's matmuls alone, with XLA "
+                    "and PyTorch (meant for --preset=small on CPU).")
 
 
-def emit(line: dict) -> None:
+def emit(line: dict) -> dict:
   print(json.dumps(line), flush=True)
+  return line
 
 
 def run(preset_name_: str, kind: str = "both", steps: int | None = None,
-        attention_impl: str = "auto", with_hf: bool = False) -> list[dict]:
+        attention_impl: str = "auto", with_hf: bool = False,
+        with_gemm_floor: bool = False) -> list[dict]:
   """Runs the benchmark, printing and returning its JSON lines."""
   preset = PRESETS[preset_name_]
   steps = steps or preset.steps
@@ -491,7 +608,8 @@ def run(preset_name_: str, kind: str = "both", steps: int | None = None,
   peak = device_peak(preset)
   lines = [peak]
   emit(peak)
-  for k in (("prefix", "lora") if kind == "both" else (kind,)):
+  kinds = {"both": ("prefix", "lora"), "none": ()}.get(kind, (kind,))
+  for k in kinds:
     try:
       new = bench_kind(k, preset, steps, impl, peak)
     except Exception as e:  # pylint: disable=broad-except
@@ -504,16 +622,17 @@ def run(preset_name_: str, kind: str = "both", steps: int | None = None,
       emit(line)
     lines += new
   if with_hf:
-    for line in compare_hf(preset, steps):
-      emit(line)
-      lines.append(line)
+    lines += [emit(line) for line in compare_hf(preset, steps)]
+  if with_gemm_floor:
+    lines += [emit(line) for line in gemm_floor(preset)]
   return lines
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  run(FLAGS.preset, FLAGS.kind, FLAGS.steps, FLAGS.attention_impl, FLAGS.compare_hf)
+  run(FLAGS.preset, FLAGS.kind, FLAGS.steps, FLAGS.attention_impl, FLAGS.compare_hf,
+      FLAGS.gemm_floor)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,40 @@ def test_flops_formula_counts_one_encoder_layer_by_hand():
                                                + 2 * s * 2 * 2 * (d + h))
 
 
+def test_gemm_floor_times_every_matmul_of_the_plain_t5_step():
+  """The floor reads its matmuls from the traced step: their FLOPs must be the
+  bench's formula plus the relative-position one-hot, and training must do three
+  times the forward's (the one-hot, applied to integer buckets, only gets a
+  weight gradient)."""
+  import jax
+  from hypert5 import bench, t5
+  preset = bench.PRESETS["tiny"]
+  cfg = bench.model_config(preset, None)
+  assert cfg.scan_layers  # the scanned body's dots must be counted once per layer
+  loss_fn, forward = bench.plain_t5_functions(cfg)
+  params = t5.param_shapes(cfg)
+  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       bench.synthetic_batch(preset, cfg.vocab_size))
+  flops = lambda shapes: sum(2 * math.prod(shape) for shape in shapes)
+  forward_flops = flops(bench.dot_shapes(jax.make_jaxpr(forward)(params, batch).jaxpr))
+  relpos = (2 * cfg.num_heads * cfg.relative_attention_num_buckets
+            * (preset.inputs_len ** 2 + preset.targets_len ** 2))
+  assert forward_flops == preset.batch * bench.downstream_flops(
+      cfg, preset.inputs_len, preset.targets_len) + relpos
+  train_flops = flops(bench.dot_shapes(
+      jax.make_jaxpr(jax.value_and_grad(loss_fn))(params, batch).jaxpr))
+  assert train_flops == 3 * forward_flops - relpos
+
+  lines = bench.gemm_floor(preset, repeats=1)
+  assert [(l["impl"], l["pass"]) for l in lines] == [
+      ("xla", "train"), ("xla", "forward"), ("torch", "train"), ("torch", "forward")]
+  for line in lines:
+    expected = train_flops if line["pass"] == "train" else forward_flops
+    assert line["gflop"] == pytest.approx(expected / 1e9)
+    for key in ("floor_s", "gflop_per_s", "max_tokens_per_s"):
+      assert positive_finite(line[key]), (key, line)
+
+
 def test_bench_imports_no_tensorflow_seqio_or_ml_collections():
   """The accelerator image lacks them."""
   code = ("import sys, hypert5.bench; print(sorted(m for m in sys.modules if m.split('.')[0] in "
