@@ -357,7 +357,8 @@ def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
   if worker == 0 and workers == 2 and not all(plan[i].done(workdir) for i in range(len(plan))
                                               if plan[i].worker == 1):
     second = SecondWorker(worker_command)
-  progress = Progress(plan, worker, workers)
+  # Lines name their worker only while two run (not when resuming with worker 2's share done).
+  progress = Progress(plan, worker, 2 if second or worker == 1 else 1)
   if worker == 1:
     prepare(mode)
     progress.start = wait_for_go_then_watch_stdin()

@@ -43,6 +43,7 @@ def test_quick_demo_then_peft_sweep(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   assert json.loads((workdir / "results.json").read_text())["systems"] == summary
   assert (workdir / "seed0" / "mtf_prefix" / "DONE").stat().st_mtime == done
+  assert "(worker " not in again.stdout  # worker 2's share is done: no second worker ran
 
   sweep = tmp_path / "sweep"
   result = run("hypert5.peft_sweep", f"--demo_workdir={workdir}", f"--workdir={sweep}",
