@@ -618,9 +618,7 @@ def run(preset_name_: str, kind: str = "both", steps: int | None = None,
       print(f"{k}: attention_impl={impl} failed ({type(e).__name__}: {str(e)[:300]}); "
             "retrying with XLA attention", file=sys.stderr)
       new = bench_kind(k, preset, steps, None, peak)
-    for line in new:
-      emit(line)
-    lines += new
+    lines += [emit(line) for line in new]
   if with_hf:
     lines += [emit(line) for line in compare_hf(preset, steps)]
   if with_gemm_floor:

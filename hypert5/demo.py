@@ -354,8 +354,8 @@ def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
   plan = make_plan(seeds, mode, workers)
   mine = [i for i, job in enumerate(plan) if job.worker == worker]
   second = None
-  if worker == 0 and workers == 2 and not all(plan[i].done(workdir) for i in range(len(plan))
-                                              if plan[i].worker == 1):
+  if worker == 0 and workers == 2 and not all(job.done(workdir) for job in plan
+                                              if job.worker == 1):
     second = SecondWorker(worker_command)
   # Lines name their worker only while two run (not when resuming with worker 2's share done).
   progress = Progress(plan, worker, 2 if second or worker == 1 else 1)
