@@ -8,7 +8,8 @@
       --config.init.hyper_checkpoint=workdir/demo/hyperpretrain_prefix
 
 Stages (the paper's pipeline at toy scale):
-  lm                     pretrain the downstream T5 (continuation and denoising on Shakespeare)
+  lm                     pretrain the downstream T5 (on the benchmark's instructed skills;
+                         ',rules' and ',control': continuation and denoising on Shakespeare)
   hyperpretrain_prefix   CACLM hyperpretraining of HyperT5-Prefix (downstream frozen)
   hyperpretrain_lora     the same for HyperT5-LoRA
   mtf_prefix, mtf_lora   multi-task fine-tuning on the embedded few-shot training tasks
@@ -32,11 +33,21 @@ from hypert5.t5_config import get_size
 STAGES = ("lm", "hyperpretrain_prefix", "hyperpretrain_lora", "mtf_prefix", "mtf_lora",
           "mtf_prefix_nohp", "shared_prefix", "shared_lora", "t5_mtf", "t5_mtf_fewshot")
 FINETUNE = "peft_finetune"  # not a stage of the demo: hypert5.peft_sweep runs it
-SHOTS_LENGTH = 160  # about 6 of the embedded benchmark's few-shot examples
+SHOTS_LENGTH = 160  # about 6 of the rules benchmark's few-shot examples
+ICL_SHOTS_LENGTH = 96  # the in-context benchmark's 8 shots (at most 11 tokens each) and EOS
 
-
-BENCHMARK = "embedded_fewshot"  # embedded_fewshot.BenchmarkConfig().name
+BENCHMARK = "embedded_icl"  # embedded_icl.BenchmarkConfig().name: the default
+RULES_BENCHMARK = "embedded_fewshot"  # ',rules': embedded_fewshot.BenchmarkConfig().name
 CONTROL_BENCHMARK = "embedded_constant"  # ',control': embedded_fewshot.CONTROL.name
+FLAGS = {"quick", "control", "rules"}
+
+# The in-context benchmark's stages, sized from the transitions measured in
+# docs/demo.md ("Where the transitions are"): the downstream model's instructed
+# skills constant, pick and attribute appear by ~1,000 steps of 64 (classify at
+# 2,000-4,000, lookup only after 6,000-12,000: out of this budget); HyperT5's
+# reading of the constant family by 250-500 MTF steps, and no later
+# transition appeared in 5,000 (GPU) or 1,500 (here).
+ICL_STEPS = {"lm": 3000, "hyperpretrain": 100, "mtf": 1000, "baseline": 1000}
 
 
 def base_config(quick: bool = False, benchmark: str = BENCHMARK):
@@ -68,7 +79,10 @@ def finetune_config(c, quick: bool, benchmark: str):
   """PEFT fine-tuning of one held-out task (paper section 6), evaluated along the way."""
   c.experiment = "peft_finetune"
   c.peft.kind = "prefix"
-  c.data.mixture = c.eval.mixture = f"{benchmark}.heldout_00_m0"
+  first_task = "constant_0_m0" if benchmark == BENCHMARK else "heldout_00_m0"
+  c.data.mixture = c.eval.mixture = f"{benchmark}.{first_task}"
+  if benchmark == BENCHMARK:
+    c.data.hyper_inputs_length, c.data.inputs_length = ICL_SHOTS_LENGTH, 8
   c.data.split, c.eval.split = "train", "test"
   c.batch_size = 8
   c.optimizer.learning_rate = 1e-3
@@ -80,15 +94,59 @@ def finetune_config(c, quick: bool, benchmark: str):
   return c
 
 
+def benchmark_of(flags) -> str:
+  if "control" in flags and "rules" in flags:
+    raise ValueError("demo config flags control and rules name two benchmarks; pass one")
+  return (CONTROL_BENCHMARK if "control" in flags else RULES_BENCHMARK if "rules" in flags
+          else BENCHMARK)
+
+
+def icl_config(c, stage: str, quick: bool):
+  """The in-context benchmark's sizes: short examples, thousands of steps."""
+  steps = {k: 3 for k in ICL_STEPS} if quick else ICL_STEPS
+  c.data.hyper_inputs_length, c.data.inputs_length, c.data.targets_length = (
+      ICL_SHOTS_LENGTH, 8, 4)
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 100
+  c.batch_size = 32
+  c.log_every = 100
+  c.eval.batch_size = 256
+  if stage == "lm":
+    c.data.mixture = f"{BENCHMARK}_skills"  # the rule said outright, then x (embedded_icl.py)
+    c.data.inputs_length = 24
+    c.batch_size = 64
+    c.total_steps = steps["lm"]
+  elif stage.startswith("hyperpretrain"):
+    # MTF's shapes: the two stages of a kind share one compiled step.
+    c.total_steps = steps["hyperpretrain"]
+  elif stage.startswith(("mtf", "shared")) or stage == "t5_mtf":
+    c.total_steps = steps["mtf" if stage.startswith("mtf") else "baseline"]
+  elif stage == "t5_mtf_fewshot":
+    c.data.inputs_length = ICL_SHOTS_LENGTH + 12
+    c.total_steps = steps["baseline"]
+  if quick:  # a smoke test evaluates the first mirrored pairs
+    c.eval.max_examples, c.eval.max_tasks = 4, 4
+  if stage != "lm":
+    c.eval_every = c.total_steps if quick else 250  # curves of held-out accuracy
+    if stage.startswith("hyperpretrain"):
+      c.eval_every = 0
+  if stage.startswith("shared"):
+    c.optimizer.learning_rate = 1e-2  # a prefix alone wants a larger step (docs/demo.md)
+  c.checkpoint_every = c.total_steps
+  return c
+
+
 def get_config(arg="mtf_prefix"):
-  """arg: a stage name, optionally with ',quick' (the test-suite version) and
-  ',control' (the constant-family control benchmark instead of the embedded one)."""
+  """arg: a stage name, optionally with ',quick' (the test-suite version) and one of
+  ',control' (the constant-family control benchmark) or ',rules' (the rules benchmark,
+  embedded_fewshot) instead of the in-context benchmark (embedded_icl)."""
   stage, *flags = arg.split(",")
-  unknown = set(flags) - {"quick", "control"}
+  unknown = set(flags) - FLAGS
   if unknown:
-    raise ValueError(f"unknown demo config flags {sorted(unknown)}; known: quick, control")
+    raise ValueError(f"unknown demo config flags {sorted(unknown)}; known: "
+                     f"{', '.join(sorted(FLAGS))}")
   quick = "quick" in flags
-  benchmark = CONTROL_BENCHMARK if "control" in flags else BENCHMARK
+  benchmark = benchmark_of(flags)
   if stage not in STAGES + (FINETUNE,):
     raise ValueError(f"unknown demo stage {stage!r}; stages: {', '.join(STAGES + (FINETUNE,))}")
   c = base_config(quick, benchmark)
@@ -128,4 +186,6 @@ def get_config(arg="mtf_prefix"):
     c.optimizer.learning_rate = 5e-4  # all parameters train: a gentler step
     c.total_steps = steps["baseline"]
   c.checkpoint_every = c.total_steps
+  if benchmark == BENCHMARK:
+    return icl_config(c, stage, quick)
   return c

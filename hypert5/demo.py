@@ -1,11 +1,14 @@
 """The main job on the embedded default: hypertuning end to end, on a CPU, in minutes.
 
-  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick] [--control] [--workers=1]
+  python -m hypert5.demo --workdir=workdir/demo [--seeds=3] [--quick] [--control|--rules]
+      [--workers=1]
 
 Runs the paper's pipeline at toy scale (stages in configs/demo.py): pretrain a
 small downstream T5, hyperpretrain HyperT5-Prefix and HyperT5-LoRA with CACLM,
-multi-task fine-tune them and the baselines on the embedded few-shot benchmark,
-evaluate everything on its held-out tasks, and write the results table and
+multi-task fine-tune them and the baselines on the embedded in-context
+benchmark (tasks/embedded_icl.py; --rules: the rules benchmark, --control: its
+constant-family control), evaluating the held-out tasks along the way, then
+evaluate everything and write the results table, the learning curves and the
 plots (analogues of the paper's Table 1 and Figure 4) to the workdir. Each
 stage resumes where it stopped; a finished stage is skipped.
 
@@ -45,23 +48,48 @@ SYSTEMS = collections.OrderedDict([
 ])
 
 
+# Controls (in-context benchmark): name -> (system whose model is evaluated, whose
+# examples the hypermodel reads instead of the task's own).
+CONTROLS = collections.OrderedDict([
+    ("HyperT5-Prefix, another task's examples", ("HyperT5-Prefix", "another task")),
+    ("HyperT5-Prefix, the mirror task's examples", ("HyperT5-Prefix", "mirror")),
+])
+
+
 @dataclasses.dataclass(frozen=True)
 class Mode:
   quick: bool = False  # the test suite's smoke version
   control: bool = False  # the constant-family control benchmark (configs/demo.py)
+  rules: bool = False  # the rules benchmark (embedded_fewshot) instead of the in-context one
+
+  def __post_init__(self):
+    if self.control and self.rules:
+      raise app.UsageError("--control and --rules name two benchmarks; pass one")
 
   @property
   def config_flags(self) -> str:
-    return (",quick" if self.quick else "") + (",control" if self.control else "")
+    return ((",quick" if self.quick else "") + (",control" if self.control else "")
+            + (",rules" if self.rules else ""))
 
   @property
   def command_flags(self) -> str:
-    return (" --quick" if self.quick else "") + (" --control" if self.control else "")
+    return ((" --quick" if self.quick else "") + (" --control" if self.control else "")
+            + (" --rules" if self.rules else ""))
+
+  @property
+  def in_context(self) -> bool:
+    """The default benchmark (embedded_icl), with its learning curves and controls."""
+    return not (self.control or self.rules)
 
   @property
   def benchmark_name(self) -> str:
-    return ("embedded control benchmark (constant family)" if self.control
-            else "embedded few-shot benchmark")
+    if self.control:
+      return "embedded control benchmark (constant family)"
+    return "embedded rules benchmark" if self.rules else "embedded in-context benchmark"
+
+  @property
+  def controls(self) -> tuple[str, ...]:
+    return tuple(CONTROLS) if self.in_context else ()
 
 
 def define_flags() -> None:
@@ -69,7 +97,9 @@ def define_flags() -> None:
   flags.DEFINE_integer("seeds", 1, "Seeds to run (the figures use 3); results are averaged.")
   flags.DEFINE_bool("quick", False, "A minutes-long smoke version (tiny model, 3 steps a stage).")
   flags.DEFINE_bool("control", False, "Run on the control benchmark (the constant family "
-                    "with fixed answer words) instead of the embedded few-shot benchmark.")
+                    "with fixed answer words) instead of the embedded in-context benchmark.")
+  flags.DEFINE_bool("rules", False, "Run on the rules benchmark (embedded_fewshot: rules over "
+                    "lines of verse) instead of the embedded in-context benchmark.")
   flags.DEFINE_integer("workers", None, "Processes that train independent stages side by "
                        "side: 1 or 2 (default: 2 where the machine has 2 cores or more).")
   flags.DEFINE_integer("worker", 0, "Internal: 1 in the second worker's process, which the "
@@ -97,7 +127,8 @@ class Job:
 # With two workers the second takes these stages and evaluates their systems. Stages
 # that share a compiled step or a checkpoint (hyperpretrain_x -> mtf_x, mtf_prefix ->
 # mtf_prefix_nohp) stay in one worker; the split balances the two workers' time.
-SECOND_WORKER_STAGES = ("hyperpretrain_lora", "mtf_lora", "shared_lora", "t5_mtf_fewshot")
+SECOND_WORKER_STAGES = ("hyperpretrain_lora", "mtf_lora", "shared_lora", "t5_mtf",
+                        "t5_mtf_fewshot")
 
 
 def make_plan(seeds: int, mode: Mode, workers: int) -> list[Job]:
@@ -115,6 +146,8 @@ def make_plan(seeds: int, mode: Mode, workers: int) -> list[Job]:
     for worker in range(workers):
       systems = tuple(name for name, (stage, _) in SYSTEMS.items()
                       if worker_of(stage) == worker)
+      if worker == 0:
+        systems += mode.controls
       plan.append(Job(f"seed {seed}: evaluate {len(systems)} systems on the held-out tasks",
                       eval_weight * len(systems) // len(SYSTEMS), seed, systems=systems,
                       worker=worker))
@@ -254,9 +287,27 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
                          str(vocab.EMBEDDED_VOCAB_PATH))
 
 
+def other_task(name: str, kind: str, mode: Mode) -> str:
+  """A control's source of examples for held-out task `name`: its mirror, or a task of
+  the next family (same rule index and orientation)."""
+  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
+  if kind == "mirror":
+    return name[:-1] + str(1 - int(name[-1]))
+  families = list(embedded_icl.BenchmarkConfig().families)
+  family = embedded_icl.family_of(name)
+  next_family = families[(families.index(family) + 1) % len(families)]
+  return name.replace(f".{family}_", f".{next_family}_")
+
+
 def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
-  stage, config_stage = SYSTEMS[system]
+  context_of = None
+  if system in CONTROLS:
+    model_system, kind = CONTROLS[system]
+    context_of = lambda name: other_task(name, kind, mode)
+    stage, config_stage = SYSTEMS[model_system]
+  else:
+    stage, config_stage = SYSTEMS[system]
   path = results_path(system, seed, workdir)
   if os.path.exists(path):
     with open(path) as f:
@@ -270,12 +321,17 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
     config.eval.max_examples, config.eval.max_tasks = 4, 4
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
-  results, predictions = eval_lib.evaluate(config, checkpoint, name=system, progress=False)
+  results, predictions = eval_lib.evaluate(config, checkpoint, name=system, progress=False,
+                                           context_of=context_of)
   eval_lib.write_results(os.path.dirname(path), results, predictions)
   return results
 
 
 def results_path(system: str, seed: int, workdir: str) -> str:
+  if system in CONTROLS:
+    model_system, kind = CONTROLS[system]
+    return os.path.join(workdir, f"seed{seed}", "eval",
+                        f"{SYSTEMS[model_system][0]}_{kind.replace(' ', '_')}", "results.json")
   return os.path.join(workdir, f"seed{seed}", "eval", SYSTEMS[system][0], "results.json")
 
 
@@ -283,40 +339,130 @@ def results_path(system: str, seed: int, workdir: str) -> str:
 
 
 def family_of_tasks(mode: Mode) -> dict[str, str]:
-  from hypert5_tasks import embedded_fewshot  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import embedded_fewshot, embedded_icl  # pylint: disable=import-outside-toplevel
+  if mode.in_context:
+    return {name: embedded_icl.family_of(name) for name in embedded_icl.heldout_task_names()}
   benchmark = embedded_fewshot.CONTROL if mode.control else embedded_fewshot.BenchmarkConfig()
   return {t.name: t.rule.family for t in embedded_fewshot.generate(benchmark).heldout_tasks}
 
 
 def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict[str, dict]:
-  """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds"}."""
+  """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds",
+  "ms_per_query"}, for the systems and then the controls."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   families = family_of_tasks(mode)
+  order = list(dict.fromkeys(families.values()))
   out = {}
-  for system in SYSTEMS:
+  for system in list(SYSTEMS) + list(mode.controls):
     by_family = collections.defaultdict(list)
-    averages = []
+    averages, seconds = [], []
     for results in per_seed.values():
       res = results[system]
       averages.append(res["average"])
+      if "seconds_per_query" in res:
+        seconds.append(res["seconds_per_query"])
       for task, values in res["tasks"].items():
         by_family[families.get(task.replace("_xonly", "").replace("_concat", ""), "?")].append(
             values["accuracy"])
-    out[system] = {"families": {f: float(np.mean(v)) for f, v in sorted(by_family.items())},
+    out[system] = {"families": {f: float(np.mean(by_family[f]))
+                                for f in order + ["?"] if f in by_family},
                    "average": float(np.mean(averages)), "std": float(np.std(averages)),
-                   "seeds": averages, "num_tasks": len(res["tasks"])}
+                   "seeds": averages, "num_tasks": len(res["tasks"]),
+                   "ms_per_query": float(np.mean(seconds)) * 1e3 if seconds else None}
   return out
 
 
 def table(summary: dict[str, dict]) -> str:
   families = list(next(iter(summary.values()))["families"])
-  header = ["Model"] + families + ["Avg"]
+  timed = any(s.get("ms_per_query") is not None for s in summary.values())
+  header = ["Model"] + families + ["Avg"] + (["ms/query"] if timed else [])
   lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
   for system, s in summary.items():
     cells = [f"{s['families'][f]:.1f}" for f in families]
     avg = f"{s['average']:.1f}" + (f" ± {s['std']:.1f}" if len(s["seeds"]) > 1 else "")
-    lines.append("| " + " | ".join([system] + cells + [avg]) + " |")
+    cells.append(avg)
+    if timed:
+      cells.append("" if s.get("ms_per_query") is None else f"{s['ms_per_query']:.2f}")
+    lines.append("| " + " | ".join([system] + cells) + " |")
   return "\n".join(lines)
+
+
+# Systems whose training evaluates the held-out tasks along the way (configs/demo.py
+# eval_every): the learning curves.
+CURVE_SYSTEMS = ("Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot", "HyperT5-Prefix",
+                 "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining")
+
+
+def learning_curves(workdir: str, seeds: int, mode: Mode) -> dict[str, dict]:
+  """system -> {"steps": [...], "average": [...], "families": {family: [...]}}: held-out
+  accuracy along MTF (mean over seeds), read from each stage's metrics.jsonl."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  families = family_of_tasks(mode)
+  curves = {}
+  for system in CURVE_SYSTEMS:
+    by_step = collections.defaultdict(lambda: collections.defaultdict(list))
+    for seed in range(seeds):
+      path = os.path.join(stage_dir(SYSTEMS[system][0], seed, workdir), "metrics.jsonl")
+      if not os.path.exists(path):
+        continue
+      entries = {}
+      with open(path) as f:
+        for line in f:
+          entry = json.loads(line)
+          if "eval_tasks" in entry:
+            entries[entry["step"]] = entry  # a resumed run's repeat replaces the first
+      for step, entry in entries.items():
+        by_step[step]["average"].append(entry["eval_average"])
+        per_family = collections.defaultdict(list)
+        for task, values in entry["eval_tasks"].items():
+          per_family[families.get(task.replace("_xonly", "").replace("_concat", ""), "?")
+                     ].append(values["accuracy"])
+        for family, values in per_family.items():
+          by_step[step][family].append(float(np.mean(values)))
+    if by_step:
+      steps = sorted(by_step)
+      names = list(dict.fromkeys(f for step in steps for f in by_step[step] if f != "average"))
+      curves[system] = {"steps": steps,
+                        "average": [float(np.mean(by_step[s]["average"])) for s in steps],
+                        "families": {f: [float(np.mean(by_step[s][f])) for s in steps]
+                                     for f in names}}
+  return curves
+
+
+def curves_table(curves: dict[str, dict]) -> str:
+  """Held-out average accuracy against MTF steps, one row per system."""
+  steps = sorted({s for c in curves.values() for s in c["steps"]})
+  lines = ["| Model | " + " | ".join(f"step {s}" for s in steps) + " |",
+           "|---|" + "---:|" * len(steps)]
+  for system, c in curves.items():
+    at = dict(zip(c["steps"], c["average"]))
+    lines.append(f"| {system} | " + " | ".join(f"{at[s]:.1f}" if s in at else "" for s in steps)
+                 + " |")
+  return "\n".join(lines)
+
+
+def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
+  """Held-out accuracy against MTF steps: the average, then each family."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  families = list(next(iter(curves.values()))["families"])
+  panels = ["average"] + families
+  fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True)
+  for ax, panel in zip(axes, panels):
+    for system, c in curves.items():
+      values = c["average"] if panel == "average" else c["families"][panel]
+      style = "-" if system.startswith("HyperT5") else "--"
+      ax.plot(c["steps"], values, style, label=system, linewidth=1.5)
+    ax.axhline(50, color="black", linestyle=":", linewidth=1)
+    ax.set_title(panel)
+    ax.set_xlabel("MTF step")
+  axes[0].set_ylabel("held-out accuracy (%)")
+  axes[-1].legend(fontsize=7, loc="lower right")
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def plot(summary: dict[str, dict], path: str, title: str = "Embedded few-shot benchmark") -> None:
@@ -385,17 +531,22 @@ def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
       second.stop()
   if worker == 1:
     return None
-  per_seed = {seed: {system: evaluate_system(system, seed, mode, workdir) for system in SYSTEMS}
+  per_seed = {seed: {system: evaluate_system(system, seed, mode, workdir)
+                     for system in list(SYSTEMS) + list(mode.controls)}
               for seed in range(seeds)}
   summary = summarize(per_seed, mode)
-  report(workdir, summary, seeds, mode, time.time() - progress.start)
+  curves = learning_curves(workdir, seeds, mode) if mode.in_context else {}
+  report(workdir, summary, seeds, mode, time.time() - progress.start, curves)
   return summary
 
 
-def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) -> None:
+def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float,
+           curves: dict | None = None) -> None:
   command = "python -m hypert5.demo --workdir=" + workdir + (
       f" --seeds={seeds}" if seeds != 1 else "") + mode.command_flags
-  text = table(summary)
+  systems = {k: v for k, v in summary.items() if k in SYSTEMS}
+  controls = {k: v for k, v in summary.items() if k not in SYSTEMS}
+  text = table(systems)
   num_tasks = next(iter(summary.values()))["num_tasks"]
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(f"# HyperT5 on the {mode.benchmark_name} (held-out tasks)\n\n")
@@ -403,11 +554,27 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float) 
             f"family and averaged over the {num_tasks} held-out tasks; chance is 50 by "
             "construction.\n\n")
     f.write(text + "\n\n")
+    f.write("ms/query: time to score one query's answer choices on this machine, "
+            "measured in this run (HyperT5: phi generated once per task and cached; "
+            "T5-MTF-Few-shot: the examples concatenated to every query).\n\n")
+    if controls:
+      f.write("Controls (the same trained HyperT5-Prefix, reading other examples than the "
+              "task's own):\n\n" + table(controls) + "\n\n")
+    if curves:
+      f.write("Held-out accuracy (average over tasks) along training:\n\n"
+              + curves_table(curves) + "\n\n![learning curves](curves.png)\n\n")
     f.write(f"Command: `{command}` ({seconds / 60:.1f} min)\n\n![held-out accuracy](figure.png)\n")
   with open(os.path.join(workdir, "results.json"), "w") as f:
-    json.dump({"command": command, "seconds": seconds, "systems": summary}, f, indent=2)
-  plot(summary, os.path.join(workdir, "figure.png"), mode.benchmark_name.capitalize())
+    json.dump({"command": command, "seconds": seconds, "systems": summary,
+               "curves": curves or {}}, f, indent=2)
+  plot(systems, os.path.join(workdir, "figure.png"), mode.benchmark_name.capitalize())
+  if curves:
+    plot_curves(curves, os.path.join(workdir, "curves.png"), mode.benchmark_name.capitalize())
   print("\n" + text)
+  if controls:
+    print("\n" + table(controls))
+  if curves:
+    print("\n" + curves_table(curves))
   print(f"\nwrote {workdir}/results.md, results.json and figure.png "
         f"({seconds / 60:.1f} min)")
 
@@ -427,10 +594,10 @@ def main(argv):
   from hypert5 import train  # pylint: disable=import-outside-toplevel
   command = [sys.executable, "-m", "hypert5.demo", f"--workdir={FLAGS.workdir}",
              f"--seeds={FLAGS.seeds}", f"--quick={FLAGS.quick}", f"--control={FLAGS.control}",
-             "--workers=2", "--worker=1"]
+             f"--rules={FLAGS.rules}", "--workers=2", "--worker=1"]
+  mode = Mode(quick=FLAGS.quick, control=FLAGS.control, rules=FLAGS.rules)
   try:
-    run(FLAGS.workdir, FLAGS.seeds, Mode(quick=FLAGS.quick, control=FLAGS.control), workers,
-        FLAGS.worker, command)
+    run(FLAGS.workdir, FLAGS.seeds, mode, workers, FLAGS.worker, command)
   except (train.Preempted, WorkerPreempted) as e:
     if not FLAGS.worker:
       print(f"\n{e}: the same command resumes from there", file=sys.stderr)

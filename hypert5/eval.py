@@ -31,6 +31,7 @@ import re
 import shutil
 import sys
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -88,11 +89,13 @@ def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
 
 def benchmark_of(mixture: str) -> str:
   for prefix, name in (("p3_", "p3"), ("metaicl_", "metaicl"), ("sni_", "sni"),
-                       ("embedded_fewshot", "embedded"), ("embedded_constant", "embedded")):
+                       ("embedded_fewshot", "embedded"), ("embedded_constant", "embedded"),
+                       ("embedded_icl", "embedded")):
     if mixture.startswith(prefix):
       return name
   raise EvalError(f"no evaluation protocol for mixture {mixture!r} (expected a p3_*, "
-                  "metaicl_*, sni_*, embedded_fewshot* or embedded_constant* test mixture)")
+                  "metaicl_*, sni_*, embedded_icl*, embedded_fewshot* or embedded_constant* test "
+                  "mixture)")
 
 
 def mixture_tasks(mixture: str, form: str) -> list:
@@ -391,15 +394,17 @@ def format_table(benchmark: str, rows: dict[str, dict]) -> str:
 
 def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi: bool = False,
              save_phi: str | None = None, load_phi: str | None = None,
-             progress: bool = True) -> tuple[dict, list[dict]]:
-  """(results, predictions) of one model on config.eval.mixture."""
+             progress: bool = True,
+             context_of: Callable[[str], str] | None = None) -> tuple[dict, list[dict]]:
+  """(results, predictions) of one model on config.eval.mixture (see evaluate_params)."""
   models = experiment.build_models(config)
   benchmark_of(eval_mixture(config))  # unknown mixtures fail before loading
   mixture_tasks(eval_mixture(config), experiment.data_form(config))
   params = load_params(config, checkpoint, models)
   results, predictions = evaluate_params(config, models, params, name=name,
                                          per_query_phi=per_query_phi, save_phi=save_phi,
-                                         load_phi=load_phi, progress=progress)
+                                         load_phi=load_phi, progress=progress,
+                                         context_of=context_of)
   results["checkpoint"] = os.path.abspath(checkpoint)
   return results, predictions
 
@@ -411,14 +416,23 @@ def eval_mixture(config) -> str:
 def evaluate_params(config, models: experiment.Models, params: dict, *,
                     name: str | None = None, per_query_phi: bool = False,
                     save_phi: str | None = None, load_phi: str | None = None,
-                    progress: bool = True) -> tuple[dict, list[dict]]:
+                    progress: bool = True,
+                    context_of: Callable[[str], str] | None = None) -> tuple[dict, list[dict]]:
   """(results, predictions) of given parameters (host arrays or fully addressable
-  device arrays) on config.eval.mixture; also used during training."""
+  device arrays) on config.eval.mixture; also used during training.
+
+  context_of: a control. Maps a task's name to another task of the mixture whose
+  few-shot examples the hypermodel reads instead of the task's own.
+
+  results["seconds_per_query"]: the median over tasks (the first, which compiles,
+  left out) of the time spent scoring a task's queries, phi generation included,
+  divided by their number."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   mixture = eval_mixture(config)
   benchmark = benchmark_of(mixture)
   form = experiment.data_form(config)
   tasks = mixture_tasks(mixture, form)
+  by_name = {task.name: task for task in tasks}
   if config.eval.max_tasks:
     tasks = tasks[:config.eval.max_tasks]
   lengths = {"hyper_inputs": config.data.hyper_inputs_length,
@@ -427,18 +441,24 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
   evaluator = Evaluator(models, params, vocabulary, lengths, config.eval.batch_size,
                         config.eval.max_decode_length or config.data.targets_length,
                         per_query_phi=per_query_phi)
-  per_task, predictions = {}, []
+  per_task, predictions, seconds_per_query = {}, [], []
+  split = config.eval.split or EVAL_SPLITS.get(benchmark, "test")
   for task in tqdm(tasks, desc=f"eval {mixture}", disable=not progress, unit="task"):
-    split = config.eval.split or EVAL_SPLITS.get(benchmark, "test")
     examples = read_task(task, split, lengths, config.eval.max_examples)
+    if context_of is not None and models.hyper is not None:
+      other = by_name[context_of(task.name)]
+      other_context = read_task(other, split, lengths, 1)[0]["hyper_inputs"]
+      examples = [dict(e, hyper_inputs=other_context) for e in examples]
     if load_phi and models.hyper is not None:
       _, phi = adapters.load_adapter(os.path.join(load_phi, task.name),
                                      models.downstream.config)
       evaluator.phi_cache[tuple(examples[0]["hyper_inputs"])] = jax.tree.map(jnp.asarray, phi)
+    start = time.perf_counter()
     if benchmark in ("p3", "embedded"):
       outputs = evaluator.rank(examples)
     else:
       outputs = evaluator.generate(examples)
+    seconds_per_query.append((time.perf_counter() - start) / len(examples))
     per_task[task.name] = score_task(benchmark, task.name, examples, outputs)
     if save_phi and models.hyper is not None:
       adapters.save_native(os.path.join(save_phi, task.name),
@@ -449,7 +469,8 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
                           "references": e["references"], "prediction": o["prediction"]})
   results = {"name": name or config.experiment, "benchmark": benchmark, "mixture": mixture,
              "experiment": config.experiment,
-             "tasks": per_task, **aggregate(benchmark, per_task)}
+             "tasks": per_task, **aggregate(benchmark, per_task),
+             "seconds_per_query": float(np.median(seconds_per_query[1:] or seconds_per_query))}
   return results, predictions
 
 

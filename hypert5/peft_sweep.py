@@ -1,12 +1,16 @@
 """Hypermodel-initialized PEFT (paper section 6): the sweep, Table 6 and Figure 5.
 
   python -m hypert5.peft_sweep --demo_workdir=workdir/demo [--workdir=DIR]
-      [--tasks=all|NAME,...] [--learning_rates=1e-3,1e-4,1e-5] [--seeds=3] [--quick] [--control]
+      [--tasks=all|NAME,...] [--learning_rates=1e-3,1e-4,1e-5] [--seeds=3] [--quick]
+      [--control|--rules]
 
-Prefix tuning of each held-out task of the embedded benchmark from three
+Prefix tuning of each held-out task of the demo's benchmark from three
 starting points: a random prefix, the shared multi-task prefix (the demo's
 shared_prefix run) and the phi that HyperT5-Prefix (the demo's mtf_prefix
-run) generates from 16 random training examples of the task. Every run is
+run) generates from random training examples of the task (as many as its
+few-shot sets hold: 8 on the in-context benchmark, 16 on the others). The
+random init's final score is also the ceiling of prefix tuning on the frozen
+model: how much a prefix, trained on the task itself, can express. Every run is
 `hypert5.train` with configs/demo.py:peft_finetune, evaluated every
 `eval_every` steps from step 0. As in the paper, each (task, init) keeps the
 learning rate with the best mean final score over seeds. Writes, under the
@@ -31,46 +35,60 @@ FLAGS = flags.FLAGS
 DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "configs", "demo.py")
 INITS = ("random", "shared", "hyper")
-NUM_SHOTS = 16
+NUM_SHOTS = 16  # the rules and control benchmarks; the in-context one: its num_shots
 
 
 def define_flags() -> None:
   flags.DEFINE_string("demo_workdir", "workdir/demo", "A finished `hypert5.demo` workdir.")
   flags.DEFINE_string("workdir", None, "Sweep runs and results (default DEMO_WORKDIR/peft_sweep).")
-  flags.DEFINE_list("tasks", ["all"], "Held-out tasks (names in embedded_fewshot_test) or all.")
+  flags.DEFINE_list("tasks", ["all"], "Held-out tasks (names in the benchmark's test mixture, "
+                    "e.g. embedded_icl.lookup_0_m0) or all.")
   flags.DEFINE_list("learning_rates", ["1e-3", "1e-4", "1e-5"], "The paper's sweep.")
   flags.DEFINE_integer("seeds", 3, "Seeds per learning rate.")
   flags.DEFINE_integer("demo_seed", 0, "Which of the demo's seeds provides the runs.")
   flags.DEFINE_bool("quick", False, "The test-suite version (the demo's --quick models).")
   flags.DEFINE_bool("control", False, "Tasks of the control benchmark (a `hypert5.demo "
                     "--control` workdir): embedded_constant_test.")
+  flags.DEFINE_bool("rules", False, "Tasks of the rules benchmark (a `hypert5.demo --rules` "
+                    "workdir): embedded_fewshot_test.")
 
 
-def heldout_tasks(names: list[str], control: bool = False) -> list[str]:
-  """--tasks: names of held-out tasks of either embedded benchmark, or all of one."""
+def heldout_tasks(names: list[str], control: bool = False, rules: bool = False) -> list[str]:
+  """--tasks: names of held-out tasks of the embedded benchmarks, or all of one."""
   import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5_tasks import embedded_fewshot  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import embedded_fewshot, embedded_icl  # pylint: disable=import-outside-toplevel
   if names == ["all"]:
-    return embedded_fewshot.heldout_task_names(
-        embedded_fewshot.CONTROL if control else embedded_fewshot.BenchmarkConfig())
+    if control or rules:
+      return embedded_fewshot.heldout_task_names(
+          embedded_fewshot.CONTROL if control else embedded_fewshot.BenchmarkConfig())
+    return embedded_icl.heldout_task_names()
   known = {n for b in embedded_fewshot.BENCHMARKS.values()
-           for n in embedded_fewshot.heldout_task_names(b)}
+           for n in embedded_fewshot.heldout_task_names(b)} | set(embedded_icl.heldout_task_names())
   unknown = [n for n in names if n not in known]
   if unknown:
-    mixtures = " or ".join(map(embedded_fewshot.test_mixture_name,
-                               embedded_fewshot.BENCHMARKS.values()))
+    mixtures = " or ".join([embedded_icl.test_mixture_name(embedded_icl.BenchmarkConfig())]
+                           + list(map(embedded_fewshot.test_mixture_name,
+                                      embedded_fewshot.BENCHMARKS.values())))
     raise ValueError(f"--tasks: {unknown} are not held-out tasks of {mixtures} "
-                     "(e.g. embedded_fewshot.heldout_00_m0)")
+                     "(e.g. embedded_icl.lookup_0_m0)")
   return names
 
 
+def num_shots(task: str) -> int:
+  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
+  if task.startswith(embedded_icl.NAME + "."):
+    return embedded_icl.BenchmarkConfig().num_shots
+  return NUM_SHOTS
+
+
 def write_training_examples(task: str, seed: int, path: str) -> None:
-  """16 random examples of the task's train split as the jsonl `hypert5.adapt` reads."""
+  """num_shots(task) random examples of the task's train split as the jsonl
+  `hypert5.adapt` reads."""
   import seqio  # pylint: disable=import-outside-toplevel
   from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
   lengths = {"hyper_inputs": 8, "inputs": 64, "targets": 8}  # only the strings are used
   examples = eval_lib.read_task(seqio.get_mixture_or_task(task + "_xonly"), "train", lengths, 0)
-  chosen = np.random.default_rng(seed).choice(len(examples), NUM_SHOTS, replace=False)
+  chosen = np.random.default_rng(seed).choice(len(examples), num_shots(task), replace=False)
   with open(path + ".partial", "w") as f:
     for i in chosen:
       f.write(json.dumps({"input": examples[i]["inputs_pretokenized"],
@@ -80,7 +98,10 @@ def write_training_examples(task: str, seed: int, path: str) -> None:
 
 def run_config(task: str, init: str, learning_rate: float, seed: int, demo_workdir: str,
                demo_seed: int, examples_path: str, quick: bool):
-  config = cli.load_config(DEMO_CONFIG, "peft_finetune" + (",quick" if quick else ""))
+  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
+  # The rules and control benchmarks share their sizes; `task` names the mixture.
+  benchmark = "" if task.startswith(embedded_icl.NAME + ".") else ",rules"
+  config = cli.load_config(DEMO_CONFIG, "peft_finetune" + (",quick" if quick else "") + benchmark)
   config.seed = seed
   config.data.mixture = config.eval.mixture = task
   config.optimizer.learning_rate = learning_rate
@@ -220,7 +241,7 @@ def main(argv):
   from hypert5 import train  # pylint: disable=import-outside-toplevel
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:
-    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, FLAGS.control),
+    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, FLAGS.control, FLAGS.rules),
           [float(lr) for lr in FLAGS.learning_rates], FLAGS.seeds, FLAGS.demo_seed, FLAGS.quick)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -10,6 +10,7 @@ are those of `HyperFeatureConverter` (feature_converter.py).
 
 from hypert5_tasks import caclm
 from hypert5_tasks import embedded_fewshot
+from hypert5_tasks import embedded_icl
 from hypert5_tasks import lm
 from hypert5_tasks import metaicl
 from hypert5_tasks import p3
@@ -31,6 +32,7 @@ def register_all() -> None:
   lm.register()
   for benchmark in embedded_fewshot.BENCHMARKS.values():
     embedded_fewshot.register(benchmark)
+  embedded_icl.register()
   p3.register()
   metaicl.register()
   sni.register()

@@ -275,19 +275,31 @@ def test_bad_args_name_the_arg(name, arg, match):
   assert f"configs/{name}.py" in str(info.value)
 
 
-def test_demo_config_control_flag_switches_every_mixture():
-  from hypert5_tasks import embedded_fewshot
+def test_demo_config_benchmark_flags_switch_every_mixture():
+  from hypert5_tasks import embedded_fewshot, embedded_icl
   demo = os.path.join(REPO, "configs", "demo.py")
   module = cli.load_config_module(demo)  # TF-free: it names the benchmarks, not imports them
-  assert module.BENCHMARK == embedded_fewshot.BenchmarkConfig().name
+  assert module.BENCHMARK == embedded_icl.BenchmarkConfig().name
+  assert module.RULES_BENCHMARK == embedded_fewshot.BenchmarkConfig().name
   assert module.CONTROL_BENCHMARK == embedded_fewshot.CONTROL.name
-  for stage in cli.load_config_module(demo).STAGES + ("peft_finetune",):
-    plain, control = cli.load_config(demo, stage), cli.load_config(demo, stage + ",control")
+  for stage in module.STAGES + ("peft_finetune",):
+    plain = cli.load_config(demo, stage)
+    rules, control = (cli.load_config(demo, f"{stage},{flag}") for flag in ("rules", "control"))
     for key in ("data", "eval"):
-      mixture = plain[key].mixture
-      if mixture.startswith("embedded_fewshot"):
-        assert control[key].mixture == mixture.replace("embedded_fewshot", "embedded_constant")
-      else:  # the stages before MTF read the same corpus
-        assert control[key].mixture == mixture
+      mixture = control[key].mixture
+      if mixture.startswith("embedded_constant"):
+        assert rules[key].mixture == mixture.replace("embedded_constant", "embedded_fewshot")
+        assert plain[key].mixture.startswith("embedded_icl")
+      else:  # the stages before MTF read the same corpus on the rules benchmarks
+        assert rules[key].mixture == mixture
+    if stage != "lm":  # the in-context benchmark's held-out tasks are short
+      assert (plain.data.hyper_inputs_length, plain.data.inputs_length) == (
+          module.ICL_SHOTS_LENGTH, 8 if stage != "t5_mtf_fewshot" else module.ICL_SHOTS_LENGTH + 12)
+  assert cli.load_config(demo, "lm").data.mixture == "embedded_icl_skills"
+  # MTF is evaluated along the way (the learning curves), hyperpretraining is not.
+  assert cli.load_config(demo, "mtf_prefix").eval_every > 0
+  assert cli.load_config(demo, "hyperpretrain_prefix").eval_every == 0
   with pytest.raises(ValueError, match="quik"):
     cli.load_config(demo, "mtf_prefix,quik")
+  with pytest.raises(ValueError, match="control and rules"):
+    cli.load_config(demo, "mtf_prefix,control,rules")

@@ -14,6 +14,7 @@ from hypert5 import demo
 
 SYSTEMS = ["T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot",
            "HyperT5-Prefix", "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining"]
+CONTROLS = ["HyperT5-Prefix, another task's examples", "HyperT5-Prefix, the mirror task's examples"]
 
 
 def run(*args):
@@ -25,17 +26,25 @@ def test_quick_demo_then_peft_sweep(tmp_path):
   workdir = tmp_path / "demo"
   result = run("hypert5.demo", f"--workdir={workdir}", "--quick", "--workers=2")
   assert result.returncode == 0, result.stderr[-3000:]
-  summary = json.loads((workdir / "results.json").read_text())["systems"]
-  assert list(summary) == SYSTEMS
+  results = json.loads((workdir / "results.json").read_text())
+  summary = results["systems"]
+  assert list(summary) == SYSTEMS + CONTROLS
   for system in ("T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF"):
     # Models that never see the few-shot examples answer mirrored tasks alike: 50% exactly.
     assert summary[system]["average"] == 50.0, (system, summary[system])
-  assert (workdir / "figure.png").stat().st_size > 1000
+  for system in SYSTEMS:  # timed in this run
+    assert summary[system]["ms_per_query"] > 0
+  # Learning curves: every MTF-trained system, evaluated at steps 0 and 3.
+  assert set(results["curves"]) == set(SYSTEMS) - {"T5 zero-shot"}
+  assert all(c["steps"] == [0, 3] for c in results["curves"].values())
+  for image in ("figure.png", "curves.png"):
+    assert (workdir / image).stat().st_size > 1000
   table = (workdir / "results.md").read_text()
   assert "| HyperT5-Prefix, no hyperpretraining |" in table and "4 held-out tasks" in table
+  assert "| HyperT5-Prefix, the mirror task's examples |" in table and "| step 3 |" in table
   # The progress lines of both workers.
-  assert "[11/12] seed 0: evaluate 5 systems on the held-out tasks (worker 1, " in result.stdout
-  assert "[12/12] seed 0: evaluate 3 systems on the held-out tasks (worker 2, " in result.stdout
+  assert "[11/12] seed 0: evaluate 6 systems on the held-out tasks (worker 1, " in result.stdout
+  assert "[12/12] seed 0: evaluate 4 systems on the held-out tasks (worker 2, " in result.stdout
 
   # Resuming a finished workdir redoes nothing and reports the same.
   done = (workdir / "seed0" / "mtf_prefix" / "DONE").stat().st_mtime
@@ -47,7 +56,7 @@ def test_quick_demo_then_peft_sweep(tmp_path):
 
   sweep = tmp_path / "sweep"
   result = run("hypert5.peft_sweep", f"--demo_workdir={workdir}", f"--workdir={sweep}",
-               "--tasks=embedded_fewshot.heldout_03_m1", "--learning_rates=1e-3",
+               "--tasks=embedded_icl.lookup_1_m1", "--learning_rates=1e-3",
                "--seeds=1", "--quick")
   assert result.returncode == 0, result.stderr[-3000:]
   results = json.loads((sweep / "results.json").read_text())
@@ -56,16 +65,16 @@ def test_quick_demo_then_peft_sweep(tmp_path):
     assert sorted(map(int, curve)) == [0, 2, 4]  # evaluated from step 0, every 2 steps
   assert (sweep / "figure.png").stat().st_size > 1000
   assert "| **Average** |" in (sweep / "results.md").read_text()
-  # Every run is a hypert5.train workdir; the hyper init read 16 training examples.
-  shots = (sweep / "examples" / "embedded_fewshot.heldout_03_m1.seed0.jsonl").read_text()
-  assert len(shots.splitlines()) == 16
-  assert os.path.isfile(sweep / "runs" / "embedded_fewshot.heldout_03_m1" / "hyper" / "lr0.001"
+  # Every run is a hypert5.train workdir; the hyper init read 8 training examples.
+  shots = (sweep / "examples" / "embedded_icl.lookup_1_m1.seed0.jsonl").read_text()
+  assert len(shots.splitlines()) == 8
+  assert os.path.isfile(sweep / "runs" / "embedded_icl.lookup_1_m1" / "hyper" / "lr0.001"
                         / "seed0" / "metrics.jsonl")
 
 
 def test_sweep_without_demo_runs_says_what_to_run(tmp_path):
   result = run("hypert5.peft_sweep", f"--demo_workdir={tmp_path / 'nothing'}", "--quick",
-               "--tasks=embedded_fewshot.heldout_00_m0")
+               "--tasks=embedded_icl.constant_0_m0")
   assert result.returncode != 0
   assert "python -m hypert5.demo" in result.stderr and "downstream is missing" in result.stderr
 
@@ -85,10 +94,11 @@ def test_plan_runs_every_job_once_and_keeps_shared_work_in_one_worker(workers):
       assert worker[seed, f"mtf_{kind}"] == worker[seed, f"hyperpretrain_{kind}"]
       assert position[seed, f"mtf_{kind}"] > position[seed, f"hyperpretrain_{kind}"]
     evaluations = [job for job in plan if not job.stage and job.seed == seed]
-    assert sorted(s for job in evaluations for s in job.systems) == sorted(demo.SYSTEMS)
+    assert sorted(s for job in evaluations for s in job.systems) == sorted(
+        list(demo.SYSTEMS) + list(demo.CONTROLS))
     for job in evaluations:  # by the worker that trained the system
       for system in job.systems:
-        stage = demo.SYSTEMS[system][0]
+        stage = demo.SYSTEMS[demo.CONTROLS[system][0] if system in demo.CONTROLS else system][0]
         assert job.worker == (0 if stage == "downstream" else worker[seed, stage])
         assert position.get((seed, stage), -1) < plan.index(job)
 

@@ -1,0 +1,476 @@
+"""The embedded in-context benchmark: short symbolic tasks that only their examples define.
+
+The default benchmark of the demo. A task maps an input x (one or two words)
+to an output y (one word); its examples are the only place that says how.
+Five families, from the label prior up to answers that depend on the query
+and the examples together:
+
+  constant(w)          y is always the word w, whatever x is
+  pick(t)              x is a key and a value word, in either order; y is the
+                       one of type t (key or value): a choice the examples make
+  attribute(a)         x is a key; y is its attribute a (of two, "left" and
+                       "right": fixed facts about every key, known to the
+                       downstream model), a transform the examples choose
+  classify(w_u, w_d)   x is a key; y is w_u when the key is of the "up" group,
+                       w_d when it is "down" (a label mapping over a feature
+                       the model knows: every key's group is fixed)
+  lookup(m)            x is one of four keys; y is its value under a mapping m
+                       of those keys to four values (a lookup that only the
+                       examples define)
+
+Why every example-blind system is at chance by construction: each held-out
+task comes as two mirrors (`_m0`, `_m1`) with the same queries and the same
+two answer choices per query but opposite answers (the other answer word,
+type or attribute, a deranged mapping). Scored by rank classification over
+the two choices, a model that does not read the examples ranks a query's
+choices the same way in both mirrors, so it is right in exactly one of them:
+50% over every mirrored pair, whatever it learned.
+
+Why held-out tasks test generalization, not memory: keys and values are split
+into training and held-out pools; held-out tasks use held-out words only, so
+no held-out answer word, key or mapping ever occurs in a training task (a held-out
+key's attributes are held-out values).
+
+Why a frozen downstream model can be steered to do them: its pretraining
+(`embedded_icl_skills`) is the same families with the rule said outright,
+"left : : x" or "x : left", over every word (held-out ones included): it
+gives the model the skills (a key's group and attributes, picking a word by
+its type, saying a word, recall of a value from pairs in its input). The
+instruction stands before or after x, one to three ":" apart, so the model
+finds it by what it says, not where it stands; a prefix or LoRA update, which
+have no position, then only have to stand in for the instruction, the way
+PEFT on a real LM-adapted T5 elicits skills the model already has. Held-out
+tasks also exist in that instructed form (`embedded_icl_instructed_test`): what
+the frozen model does when told the rule.
+
+Training tasks are fresh for every record: each record is a new task of a
+random family with its own few-shot context (`num_shots` examples of the same
+task), so MTF sees as many distinct tasks as examples (task diversity past
+the memorization regime).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from typing import Iterator
+
+import numpy as np
+
+from hypert5 import prompts
+from hypert5_tasks import forms
+from hypert5_tasks import records as records_lib
+from hypert5_tasks import sources
+from hypert5_tasks import vocab as vocab_lib
+
+NAME = "embedded_icl"
+FAMILIES = ("constant", "pick", "attribute", "classify", "lookup")
+LOOKUP_KEYS = 4
+TYPE_WORDS = ("word", "thing")  # pick: keys are type 0, values type 1
+ATTRIBUTE_WORDS = ("left", "right")
+GROUP_WORDS = ("up", "down")
+INSTRUCTION_WORDS = ("say", "take") + TYPE_WORDS + ATTRIBUTE_WORDS + GROUP_WORDS
+
+
+def _vocabulary_words() -> tuple[str, ...]:
+  """Lower-case words of at least 3 letters that are single pieces of the embedded vocabulary."""
+  import re  # pylint: disable=import-outside-toplevel
+
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+
+  pieces = spm.SentencePieceProcessor(model_file=str(vocab_lib.EMBEDDED_VOCAB_PATH))
+  return tuple(p[1:] for p in map(pieces.id_to_piece, range(pieces.get_piece_size()))
+               if re.fullmatch("\u2581[a-z]{3,}", p))
+
+
+@functools.cache
+def word_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(keys, values): disjoint pools of single-piece words, in vocabulary order.
+
+  Values are concrete nouns (the old benchmark's label words); keys are the
+  next most frequent single-piece words, never a value or a format word.
+  """
+  from hypert5_tasks import embedded_rules  # pylint: disable=import-outside-toplevel
+  words = _vocabulary_words()
+  values = tuple(w for w in words if w in set(embedded_rules.LABEL_WORDS))
+  reserved = set(values) | set(INSTRUCTION_WORDS) | {"input", "output", "options", "definition"}
+  keys = tuple(w for w in words if w not in reserved)[:128]
+  return keys, values
+
+
+@functools.cache
+def _value_set() -> frozenset[str]:
+  return frozenset(word_pools()[1])
+
+
+@functools.cache
+def _as_dict(pairs: tuple) -> dict:
+  return dict(pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+  name: str = NAME  # prefix of its SeqIO task and mixture names
+  families: tuple[str, ...] = FAMILIES
+  seed: int = 0
+  num_shots: int = 8  # examples in a context (training and held-out)
+  rules_per_family: int = 4  # held-out rules per family, each as two mirrors
+  heldout_queries: int = 64  # test queries per held-out task
+  heldout_train: int = 32  # examples of a held-out task for fine-tuning on it (section 6)
+  num_keys: int = 128  # key pool size (the first keys of word_pools())
+  num_heldout_keys: int = 32
+  num_heldout_values: int = 24
+  num_train_tasks: int = 32_768  # MTF: one fresh task per record (its context and one query)
+  num_skill_examples: int = 65_536  # the downstream model's pretraining (instructed)
+
+  def __post_init__(self):
+    unknown = [f for f in self.families if f not in FAMILIES]
+    if unknown:
+      raise ValueError(f"unknown family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  input: str
+  output: str
+  choices: tuple[str, str]  # the two answers of the mirrored pair, in a fixed order
+  label: int  # index of `output` in `choices`
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """A task: a family and its parameters (words, a position, a mapping)."""
+  family: str
+  params: tuple
+
+  def answer(self, x: tuple[str, ...]) -> str:
+    if self.family == "constant":
+      return self.params[0]
+    if self.family == "classify":
+      return self.params[key_group(x[0])]
+    if self.family == "pick":
+      return x[0] if (x[0] in _value_set()) == bool(self.params[0]) else x[1]
+    if self.family == "attribute":  # params: (a, the mirror's a, the facts)
+      return _as_dict(self.params[2])[x[0]][self.params[0]]
+    if self.family == "lookup":
+      return dict(self.params)[x[0]]
+    raise ValueError(f"unknown family {self.family!r}; families: {', '.join(FAMILIES)}")
+
+  def mirror(self) -> "Rule":
+    """The rule that answers every query of this one with the other choice."""
+    if self.family == "constant":
+      return Rule("constant", (self.params[1], self.params[0]))
+    if self.family == "classify":
+      return Rule("classify", (self.params[1], self.params[0]))
+    if self.family in ("pick", "attribute"):
+      return Rule(self.family, (self.params[1], self.params[0]) + self.params[2:])
+    # Values swapped in pairs: a derangement that is its own inverse, so the
+    # mirror's mirror is the rule again and both give a query the same choices.
+    keys = [k for k, _ in self.params]
+    values = [v for _, v in self.params]
+    swapped = [values[i ^ 1] for i in range(len(values))]
+    return Rule("lookup", tuple(zip(keys, swapped)))
+
+  def instruction(self) -> str:
+    """The rule said outright: what the downstream model reads in pretraining."""
+    if self.family == "constant":
+      return f"say {self.params[0]}"
+    if self.family == "classify":
+      return f"{GROUP_WORDS[0]} {self.params[0]} {GROUP_WORDS[1]} {self.params[1]}"
+    if self.family == "pick":
+      return f"take {TYPE_WORDS[self.params[0]]}"
+    if self.family == "attribute":
+      return ATTRIBUTE_WORDS[self.params[0]]
+    return " ".join(f"{k} {v}" for k, v in self.params)
+
+  def words(self) -> set[str]:
+    """The words the rule itself names (answer words, a mapping's keys and values)."""
+    if self.family in ("constant", "classify"):
+      return set(self.params)
+    if self.family == "lookup":
+      return {w for pair in self.params for w in pair}
+    return set()  # pick and attribute: two of a fixed handful
+
+
+@functools.cache
+def _key_groups() -> dict[str, int]:
+  keys, _ = word_pools()
+  order = np.random.default_rng(1).permutation(len(keys))
+  return {keys[i]: int(rank % 2) for rank, i in enumerate(order)}
+
+
+def key_group(key: str) -> int:
+  """0 ("up") or 1 ("down"): a fixed property of every key, half the keys each."""
+  return _key_groups()[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pools:
+  keys: tuple[str, ...]
+  values: tuple[str, ...]
+  facts: tuple = ()  # ((key, (left, right)), ...): each key's attributes, values of this pool
+
+  def __add__(self, other: "Pools") -> "Pools":
+    return Pools(self.keys + other.keys, self.values + other.values, self.facts + other.facts)
+
+  def group(self, g: int) -> tuple[str, ...]:
+    return _group_of_pool(self.keys, g)
+
+
+@functools.cache
+def _group_of_pool(keys: tuple[str, ...], g: int) -> tuple[str, ...]:
+  return tuple(k for k in keys if key_group(k) == g)
+
+
+def _distinct(pool: tuple, count: int, rng: np.random.Generator) -> list:
+  return [pool[i] for i in rng.choice(len(pool), count, replace=False)]
+
+
+def _draw_rule(family: str, pools: Pools, rng: np.random.Generator) -> Rule:
+  """A rule of `family` with parameters from `pools`.
+
+  Parameters come in pairs so that `Rule.mirror` is defined: constant and
+  classify carry two answer words, pick two types, attribute two attributes.
+  """
+  if family in ("constant", "classify"):
+    return Rule(family, tuple(_distinct(pools.values, 2, rng)))
+  if family in ("pick", "attribute"):
+    first = int(rng.integers(2))
+    return Rule(family, (first, 1 - first) + ((pools.facts,) if family == "attribute" else ()))
+  if family == "lookup":
+    keys, values = _distinct(pools.keys, LOOKUP_KEYS, rng), _distinct(pools.values, LOOKUP_KEYS, rng)
+    return Rule(family, tuple(zip(keys, values)))
+  raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+
+
+def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
+                group: int | None = None) -> tuple[str, ...]:
+  if rule.family == "lookup":
+    return (rule.params[rng.integers(LOOKUP_KEYS)][0],)
+  if rule.family == "pick":
+    pair = (pools.keys[rng.integers(len(pools.keys))], pools.values[rng.integers(len(pools.values))])
+    return pair if rng.integers(2) else pair[::-1]
+  keys = pools.keys if group is None else pools.group(group)
+  return (keys[rng.integers(len(keys))],)
+
+
+def make_example(rule: Rule, x: tuple[str, ...]) -> Example:
+  mirror = rule.mirror()
+  choices = (rule.answer(x), mirror.answer(x))
+  order = sorted(choices)  # both mirrors list the choices in the same order
+  return Example(input=" ".join(x), output=choices[0], choices=tuple(order),
+                 label=order.index(choices[0]))
+
+
+def _draw_examples(rule: Rule, pools: Pools, count: int, rng: np.random.Generator,
+                   balanced: bool = False) -> list[Example]:
+  """count examples; balanced: inputs alternate between the key groups, lookup cycles its keys."""
+  xs = []
+  for i in range(count):
+    if balanced and rule.family == "lookup":
+      xs.append((rule.params[i % LOOKUP_KEYS][0],))
+    else:
+      xs.append(_draw_input(rule, pools, rng, group=i % 2 if balanced else None))
+  return [make_example(rule, xs[i]) for i in rng.permutation(count)]
+
+
+def format_context(examples) -> list[str]:
+  return [prompts.format_pair(e.input, e.output) for e in examples]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldoutTask:
+  name: str
+  family: str
+  rule: Rule
+  shots: tuple[Example, ...]  # the fixed few-shot set
+  queries: tuple[Example, ...]  # test
+  train_examples: tuple[Example, ...]  # for fine-tuning on the task (section 6)
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+  config: BenchmarkConfig
+  train_pools: Pools
+  heldout_pools: Pools
+  heldout_tasks: tuple[HeldoutTask, ...]
+
+
+def heldout_task_names(config: BenchmarkConfig = BenchmarkConfig()) -> list[str]:
+  """Names of the held-out tasks, family by family, known without generating them."""
+  return [f"{config.name}.{family}_{j}_m{o}" for family in config.families
+          for j in range(config.rules_per_family) for o in (0, 1)]
+
+
+def family_of(task_name: str) -> str:
+  """The family of a held-out task, from its name ("embedded_icl.lookup_2_m0" -> lookup)."""
+  return task_name.rsplit(".", 1)[-1].split("_")[0]
+
+
+@functools.cache
+def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
+  """The benchmark's pools and held-out tasks: the same on every call and machine."""
+  keys, values = word_pools()
+  keys = keys[:config.num_keys]
+  rng = np.random.default_rng([config.seed, 0])
+  keys = [keys[i] for i in rng.permutation(len(keys))]
+  values = [values[i] for i in rng.permutation(len(values))]
+  def pools(keys, values):
+    keys, values = tuple(sorted(keys)), tuple(sorted(values))
+    facts = tuple((k, tuple(_distinct(values, 2, rng))) for k in keys)
+    return Pools(keys, values, facts)
+  heldout = pools(keys[:config.num_heldout_keys], values[:config.num_heldout_values])
+  train = pools(keys[config.num_heldout_keys:], values[config.num_heldout_values:])
+  tasks = []
+  for family in config.families:
+    for j in range(config.rules_per_family):
+      task_rng = np.random.default_rng([config.seed, 1, FAMILIES.index(family), j])
+      rule = _draw_rule(family, heldout, task_rng)
+      shots = _draw_examples(rule, heldout, config.num_shots, task_rng, balanced=True)
+      queries = _draw_examples(rule, heldout, config.heldout_queries, task_rng, balanced=True)
+      train_examples = _draw_examples(rule, heldout, config.heldout_train, task_rng, balanced=True)
+      for o, r in enumerate((rule, rule.mirror())):
+        # The mirror answers the same inputs the other way.
+        remake = lambda exs, r=r: tuple(make_example(r, tuple(e.input.split())) for e in exs)
+        tasks.append(HeldoutTask(f"{config.name}.{family}_{j}_m{o}", family, r, remake(shots),
+                                 remake(queries), remake(train_examples)))
+  return Benchmark(config, train, heldout, tuple(tasks))
+
+
+def sample_task(config: BenchmarkConfig, pools: Pools, rng: np.random.Generator,
+                num_examples: int) -> tuple[Rule, list[Example]]:
+  """A fresh task of a random family and `num_examples` of its examples.
+
+  Lookup examples draw their keys so that the last one (the query) occurs
+  among the others, as held-out queries occur among their shots."""
+  family = config.families[int(rng.integers(len(config.families)))]
+  rule = _draw_rule(family, pools, rng)
+  examples = _draw_examples(rule, pools, num_examples, rng)
+  if family == "lookup" and num_examples > 1:
+    seen = {e.input for e in examples[:-1]}
+    if examples[-1].input not in seen:
+      ordered = sorted(seen)
+      examples[-1] = make_example(rule, (ordered[rng.integers(len(ordered))],))
+  return rule, examples
+
+
+def _fresh_tasks(config: BenchmarkConfig, pools: Pools, stream: int, count: int,
+                 num_examples: int):
+  for i in range(count):
+    yield sample_task(config, pools, np.random.default_rng([config.seed, 2, stream, i]),
+                      num_examples)
+
+
+def instructed_input(rule: Rule, x: str, rng: np.random.Generator | None = None) -> str:
+  """The rule said outright, then x: "instruction : x".
+
+  With `rng` (pretraining), the instruction goes before or after x, 1 to 3 ":"
+  apart, so the model learns to find it by what it says rather than where it
+  stands: a prefix, which has no position, can then stand in for it.
+  """
+  if rng is None:
+    return f"{rule.instruction()} : {x}"
+  gap = " ".join([":"] * int(rng.integers(1, 4)))
+  if rng.integers(2):
+    return f"{rule.instruction()} {gap} {x}"
+  return f"{x} {gap} {rule.instruction()}"
+
+
+# ---------------------------------------------------------------------------
+# SeqIO tasks. `{name}.train` (MTF): fresh training tasks, each record with its
+# own context. `{name}.skills` (the downstream model's pretraining, xonly form
+# only): instructed examples over every word. One task per held-out task, with
+# its fixed shots as context.
+
+
+@functools.cache
+def train_records(config: BenchmarkConfig) -> tuple[dict, ...]:
+  pools = generate(config).train_pools
+  records = []
+  for i, (_, examples) in enumerate(_fresh_tasks(config, pools, 0, config.num_train_tasks,
+                                                 config.num_shots + 1)):
+    *shots, query = examples
+    records.append(records_lib.make_record(
+        f"{config.name}.train_{i:05d}", query.input, query.output, answer_choices=query.choices,
+        label=query.label, context=format_context(shots)))
+  return tuple(records)
+
+
+@functools.cache
+def skill_records(config: BenchmarkConfig) -> tuple[dict, ...]:
+  bench = generate(config)
+  pools = bench.train_pools + bench.heldout_pools
+  rng = np.random.default_rng([config.seed, 4])
+  return tuple(
+      records_lib.make_record(f"{config.name}.skills", instructed_input(rule, e.input, rng),
+                              e.output, answer_choices=e.choices, label=e.label)
+      for rule, (e,) in _fresh_tasks(config, pools, 1, config.num_skill_examples, 1))
+
+
+def train_task_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}.train"
+
+
+def skills_task_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}.skills"
+
+
+def train_mixture_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}_train"
+
+
+def test_mixture_name(config: BenchmarkConfig) -> str:
+  return f"{config.name}_test"
+
+
+def instructed_mixture_name(config: BenchmarkConfig) -> str:
+  """The held-out tasks with their rule said outright before x (xonly form): what the
+  frozen downstream model does when told the task, the most a PEFT form can elicit."""
+  return f"{config.name}_instructed_test"
+
+
+def _records_reader(records_fn):
+  def read(split, shuffle, seed, shard):
+    del split  # the only split
+    return records_lib.records_dataset(shard.slice(records_fn()), shuffle, seed)
+  return read
+
+
+def _heldout_reader(config: BenchmarkConfig, index: int, instructed: bool = False):
+  def read(split, shuffle, seed, shard):
+    task = generate(config).heldout_tasks[index]
+    context = format_context(task.shots)
+    examples = task.train_examples if split == "train" else task.queries
+    records = [records_lib.make_record(
+        task.name, instructed_input(task.rule, e.input) if instructed else e.input, e.output,
+        answer_choices=e.choices, label=e.label, context=context)
+               for e in shard.slice(examples)]
+    if split == "train":  # fine-tuning data; evaluation order is fixed
+      return records_lib.records_dataset(records, shuffle, seed)
+    return records_lib.records_dataset(records)
+  return read
+
+
+def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
+  """Registers the training, skills and held-out tasks and their mixtures; generates nothing."""
+  vocabulary = vocab_lib.embedded_vocabulary()
+  forms.add_task(train_task_name(config), sources.ReaderSource(
+      _records_reader(functools.partial(train_records, config)), ("train",),
+      "embedded in-context training tasks"), vocabulary)
+  forms.add_task(skills_task_name(config), sources.ReaderSource(
+      _records_reader(functools.partial(skill_records, config)), ("train",),
+      "embedded in-context skills (instructed)"), vocabulary, forms=("xonly",))
+  names = heldout_task_names(config)
+  for index, name in enumerate(names):
+    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
+                                              f"embedded held-out task {name}"), vocabulary)
+  for index, name in enumerate(names):
+    forms.add_task(name.replace(".", ".instructed_", 1), sources.ReaderSource(
+        _heldout_reader(config, index, instructed=True), ("train", "test"),
+        f"embedded held-out task {name}, instructed"), vocabulary, forms=("xonly",))
+  forms.add_mixture(instructed_mixture_name(config),
+                    [name.replace(".", ".instructed_", 1) for name in names], forms=("xonly",))
+  forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
+  forms.add_mixture(f"{config.name}_skills", [skills_task_name(config)], forms=("xonly",))
+  forms.add_mixture(test_mixture_name(config), names)
