@@ -48,12 +48,16 @@ SYSTEMS = collections.OrderedDict([
 ])
 
 
-# Controls (in-context benchmark): name -> (system whose model is evaluated, whose
-# examples the hypermodel reads instead of the task's own).
+# Controls and a reference (in-context benchmark): name -> (system whose model is
+# evaluated, what it reads instead: another task's or the mirror task's examples,
+# or the task's rule said outright in its input, which shows what the frozen
+# downstream model can do when told the task, the most that steering it can give).
 CONTROLS = collections.OrderedDict([
     ("HyperT5-Prefix, another task's examples", ("HyperT5-Prefix", "another task")),
     ("HyperT5-Prefix, the mirror task's examples", ("HyperT5-Prefix", "mirror")),
+    ("T5 told the rule (instruction in its input)", ("T5 zero-shot", "instructed")),
 ])
+INSTRUCTED_INPUTS_LENGTH = 24  # configs/demo.py's lm stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +291,7 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
                          str(vocab.EMBEDDED_VOCAB_PATH))
 
 
-def other_task(name: str, kind: str, mode: Mode) -> str:
+def other_task(name: str, kind: str) -> str:
   """A control's source of examples for held-out task `name`: its mirror, or a task of
   the next family (same rule index and orientation)."""
   from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
@@ -301,10 +305,11 @@ def other_task(name: str, kind: str, mode: Mode) -> str:
 
 def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   from hypert5 import eval as eval_lib  # pylint: disable=import-outside-toplevel
-  context_of = None
+  context_of, kind = None, None
   if system in CONTROLS:
     model_system, kind = CONTROLS[system]
-    context_of = lambda name: other_task(name, kind, mode)
+    if kind != "instructed":
+      context_of = lambda name: other_task(name, kind)
     stage, config_stage = SYSTEMS[model_system]
   else:
     stage, config_stage = SYSTEMS[system]
@@ -317,7 +322,11 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
     baseline = stage_config("t5_mtf", seed, mode, workdir).data
     config.data.inputs_length, config.data.targets_length = (baseline.inputs_length,
                                                              baseline.targets_length)
-  if mode.quick:  # a smoke test: one mirrored pair of each of the first two families
+  if kind == "instructed":
+    from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
+    config.eval.mixture = embedded_icl.instructed_mixture_name(embedded_icl.BenchmarkConfig())
+    config.data.inputs_length = INSTRUCTED_INPUTS_LENGTH
+  if mode.quick:  # a smoke test: two mirrored pairs of the first family
     config.eval.max_examples, config.eval.max_tasks = 4, 4
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
@@ -346,6 +355,11 @@ def family_of_tasks(mode: Mode) -> dict[str, str]:
   return {t.name: t.rule.family for t in embedded_fewshot.generate(benchmark).heldout_tasks}
 
 
+def heldout_task_of(task: str) -> str:
+  """The held-out task a result is for: its name without form or instructed variant."""
+  return task.replace("_xonly", "").replace("_concat", "").replace(".instructed_", ".")
+
+
 def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict[str, dict]:
   """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds",
   "ms_per_query"}, for the systems and then the controls."""
@@ -362,8 +376,7 @@ def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict
       if "seconds_per_query" in res:
         seconds.append(res["seconds_per_query"])
       for task, values in res["tasks"].items():
-        by_family[families.get(task.replace("_xonly", "").replace("_concat", ""), "?")].append(
-            values["accuracy"])
+        by_family[families.get(heldout_task_of(task), "?")].append(values["accuracy"])
     out[system] = {"families": {f: float(np.mean(by_family[f]))
                                 for f in order + ["?"] if f in by_family},
                    "average": float(np.mean(averages)), "std": float(np.std(averages)),
@@ -415,13 +428,13 @@ def learning_curves(workdir: str, seeds: int, mode: Mode) -> dict[str, dict]:
         by_step[step]["average"].append(entry["eval_average"])
         per_family = collections.defaultdict(list)
         for task, values in entry["eval_tasks"].items():
-          per_family[families.get(task.replace("_xonly", "").replace("_concat", ""), "?")
-                     ].append(values["accuracy"])
+          per_family[families.get(heldout_task_of(task), "?")].append(values["accuracy"])
         for family, values in per_family.items():
           by_step[step][family].append(float(np.mean(values)))
     if by_step:
       steps = sorted(by_step)
-      names = list(dict.fromkeys(f for step in steps for f in by_step[step] if f != "average"))
+      order = list(dict.fromkeys(families.values())) + ["?"]
+      names = [f for f in order if any(f in by_step[step] for step in steps)]
       curves[system] = {"steps": steps,
                         "average": [float(np.mean(by_step[s]["average"])) for s in steps],
                         "families": {f: [float(np.mean(by_step[s][f])) for s in steps]
@@ -458,9 +471,10 @@ def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
     ax.set_title(panel)
     ax.set_xlabel("MTF step")
   axes[0].set_ylabel("held-out accuracy (%)")
-  axes[-1].legend(fontsize=7, loc="lower right")
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, fontsize=7, loc="center right")
   fig.suptitle(title)
-  fig.tight_layout()
+  fig.tight_layout(rect=(0, 0, 0.82, 1))
   fig.savefig(path, dpi=110)
   plt.close(fig)
 

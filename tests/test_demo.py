@@ -14,7 +14,8 @@ from hypert5 import demo
 
 SYSTEMS = ["T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot",
            "HyperT5-Prefix", "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining"]
-CONTROLS = ["HyperT5-Prefix, another task's examples", "HyperT5-Prefix, the mirror task's examples"]
+CONTROLS = ["HyperT5-Prefix, another task's examples", "HyperT5-Prefix, the mirror task's examples",
+            "T5 told the rule (instruction in its input)"]
 
 
 def run(*args):
@@ -43,7 +44,7 @@ def test_quick_demo_then_peft_sweep(tmp_path):
   assert "| HyperT5-Prefix, no hyperpretraining |" in table and "4 held-out tasks" in table
   assert "| HyperT5-Prefix, the mirror task's examples |" in table and "| step 3 |" in table
   # The progress lines of both workers.
-  assert "[11/12] seed 0: evaluate 6 systems on the held-out tasks (worker 1, " in result.stdout
+  assert "[11/12] seed 0: evaluate 7 systems on the held-out tasks (worker 1, " in result.stdout
   assert "[12/12] seed 0: evaluate 4 systems on the held-out tasks (worker 2, " in result.stdout
 
   # Resuming a finished workdir redoes nothing and reports the same.
