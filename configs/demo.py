@@ -12,7 +12,7 @@ Stages (the paper's pipeline at toy scale):
                          ',rules' and ',control': continuation and denoising on Shakespeare)
   hyperpretrain_prefix   CACLM hyperpretraining of HyperT5-Prefix (downstream frozen)
   hyperpretrain_lora     the same for HyperT5-LoRA
-  mtf_prefix, mtf_lora   multi-task fine-tuning on the embedded few-shot training tasks
+  mtf_prefix, mtf_lora   multi-task fine-tuning on the benchmark's training tasks
   mtf_prefix_nohp        HyperT5-Prefix MTF without hyperpretraining (section 5.5 ablation)
   shared_prefix, shared_lora   one prefix / LoRA for all tasks (the PEFT baselines)
   t5_mtf                 full fine-tuning on x alone

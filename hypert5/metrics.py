@@ -19,7 +19,6 @@ Values are not rounded (the S-NI script rounds to 4 decimals for display).
 
 from __future__ import annotations
 
-import collections
 import functools
 import string
 from typing import Sequence, Union
@@ -146,27 +145,17 @@ def macro_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict:
 
   The classes are the gold labels only: a predicted string that is never a gold
   label lowers its examples' recall but gets no F1 of its own (scikit-learn's
-  default would average in a 0 for it). Per gold class c, recall is the share
-  of gold-c examples predicted c; precision is the share of c predictions that
-  are correct, and 1.0 when c is never predicted (then recall is 0, so its F1
-  is 0 anyway); F1 is 0 when precision + recall is 0. Unweighted mean over c.
+  default would average in a 0 for it, hence `labels=`). A gold class never
+  predicted has precision 1.0 (`zero_division`) and recall 0, so F1 0, as in
+  MetaICL. Unweighted mean over the gold classes.
   """
+  from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
   _check_lengths(targets, predictions)
-  # Per class, the correctness of each example, keyed by gold / predicted label.
-  by_gold = collections.defaultdict(list)
-  by_prediction = collections.defaultdict(list)
-  for target, prediction in zip(targets, predictions):
-    gold, prediction = _label(target), _text(prediction).strip()
-    correct = prediction == gold
-    by_gold[gold].append(correct)
-    by_prediction[prediction].append(correct)
-  f1s = []
-  for label, hits in by_gold.items():
-    recall = float(np.mean(hits))
-    precision = float(np.mean(by_prediction[label])) if label in by_prediction else 1.0
-    denominator = precision + recall
-    f1s.append(0.0 if denominator == 0 else 2 * precision * recall / denominator)
-  return {"macro_f1": 100.0 * float(np.mean(f1s))}
+  golds = [_label(t) for t in targets]
+  stripped = [_text(p).strip() for p in predictions]
+  score = f1_score(golds, stripped, labels=sorted(set(golds)), average="macro",
+                   zero_division=1.0)
+  return {"macro_f1": 100.0 * float(score)}
 
 
 # ---------------------------------------------------------------------------
