@@ -135,9 +135,6 @@ class TrainCheckpointer:
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def latest_step(self) -> int | None:
-    return self.manager.latest_step()
-
   def save(self, step: int, params: dict, opt_state, meta: dict) -> None:
     items = {part: ocp.args.StandardSave(tree) for part, tree in params.items()}
     items[OPT_ITEM] = ocp.args.StandardSave(opt_state)

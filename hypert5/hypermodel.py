@@ -163,10 +163,6 @@ def _dummy_tokens():
   return jnp.ones((1, 4), jnp.int32)
 
 
-def abstract_variables(model: HyperT5) -> dict:
-  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), _dummy_tokens()))
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def init_params(model: HyperT5, rng: Array) -> dict:
   """Randomly initialized (unboxed) parameters, in one compiled computation."""

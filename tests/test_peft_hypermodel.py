@@ -15,7 +15,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import T5ForConditionalGeneration
 
 from conftest import forward
-from hypert5 import adapters, decoding, hf, hypermodel, t5
+from hypert5 import adapters, decoding, experiment, hf, hypermodel, t5
 from hypert5 import peft as peft_lib
 from hypert5.t5_config import SIZES, get_size
 
@@ -282,7 +282,8 @@ def test_hypert5_shapes_at_scale(size):
   counts = {}
   for peft in (peft_lib.PeftConfig("prefix", prefix_length=32),
                peft_lib.PeftConfig("lora", lora_rank=32)):
-    variables = hypermodel.abstract_variables(hypermodel.HyperT5(cfg, cfg, peft))
+    variables = jax.eval_shape(experiment.init_fn(hypermodel.HyperT5(cfg, cfg, peft)),
+                               jax.random.PRNGKey(0))
     params = jax.tree.map(lambda x: x.value if hasattr(x, "value") else x,
                           variables["params"], is_leaf=lambda x: hasattr(x, "value"))
     counts[peft.kind] = t5.count_params(params)
