@@ -3,9 +3,10 @@
 Reads a clone of allenai/natural-instructions under $HYPERT5_SNI_DIR:
   tasks/{task}.json    Definition, Positive Examples, Instances, languages, ...
   splits/default/{train,test}_tasks.txt   (splits/{train,test}_tasks.txt also accepted)
-The default split's task lists (756 train, 119 test, English) are packaged
-(data/sni_{train,test}_tasks.txt), so registering needs no data; `register`
-can read another split folder instead.
+Registration reads the clone's split lists when it has them; without a clone
+(or with one lacking splits/), the default split's task lists (756 train, 119
+test, English), packaged as data/sni_{train,test}_tasks.txt, are used, so
+registering needs no data. `register(split_dir=...)` reads another folder.
 
 Settings (paper section 6): what the hypermodel reads.
   def       ["Definition: {definition}"]
@@ -81,11 +82,15 @@ def packaged_split(split: str) -> list[TaskListEntry]:
   return read_split_file(DATA / f"sni_{split}_tasks.txt")
 
 
-def split_folder(root: str) -> str:
+def split_folder(root: str | None) -> str | None:
+  """The folder of a clone's split lists (splits/default, else splits), or None when
+  `root` holds no train_tasks.txt and test_tasks.txt."""
+  if not root:
+    return None
   for folder in (os.path.join(root, "splits", "default"), os.path.join(root, "splits")):
-    if os.path.exists(os.path.join(folder, "train_tasks.txt")):
+    if all(os.path.exists(os.path.join(folder, f"{s}_tasks.txt")) for s in ("train", "test")):
       return folder
-  raise locations.SNI.missing(root, "no splits/default/train_tasks.txt")
+  return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,14 +199,18 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
              settings: Sequence[str] = tuple(SETTINGS)) -> None:
   """Registers one task per S-NI task and setting, and the mixtures.
 
-  split_dir: a folder with train_tasks.txt and test_tasks.txt read now; default
-  the packaged default split (nothing is read).
+  split_dir: a folder with train_tasks.txt and test_tasks.txt, read now. Default:
+  the clone's own split lists under `root` when it has them (split_folder), else
+  the packaged default split. The choice is logged.
   """
   root = root or locations.SNI.root()
   vocabulary = vocabulary or vocab_lib.default_vocabulary()
+  split_dir = split_dir or split_folder(root)
   if split_dir is None:
+    logging.info("S-NI tasks: the packaged default split (%s holds no split lists)", root)
     entries = {"train": packaged_split("train"), "test": packaged_split("test")}
   else:
+    logging.info("S-NI tasks: the split lists in %s", split_dir)
     entries = {s: read_split_file(os.path.join(split_dir, f"{s}_tasks.txt"))
                for s in ("train", "test")}
   # A task listed in both files gets both splits (the default split lists never overlap).

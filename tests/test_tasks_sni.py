@@ -167,3 +167,20 @@ def test_non_english_tasks_are_skipped_by_the_mixture(tmp_path):
   mixture = seqio.get_mixture_or_task("snilang_def_train")
   assert {t.name: mixture.get_rate(t) for t in mixture.tasks} == {
       "snilang_def.task8_en": 1.0, "snilang_def.task9_fr": 0.0}
+
+
+def test_registration_reads_the_clones_split_lists_when_it_has_them(tmp_path):
+  clone = tmp_path / "clone"
+  fx.write_sni(clone, {"task9_a": fx.sni_task(), "task9_b": fx.sni_task()},
+               train=["task9_a"], test=["task9_b"])
+  sni.register(str(clone), vocab.embedded_vocabulary(), prefix="snisplit")
+  assert [t.name for t in seqio.get_mixture_or_task("snisplit_def_train").tasks] == [
+      "snisplit_def.task9_a"]
+  assert [t.name for t in seqio.get_mixture_or_task("snisplit_def_test").tasks] == [
+      "snisplit_def.task9_b"]
+  # A clone without split lists (or no clone at all) gets the packaged default split.
+  (tmp_path / "bare" / "tasks").mkdir(parents=True)
+  sni.register(str(tmp_path / "bare"), vocab.embedded_vocabulary(), prefix="snibare")
+  assert len(seqio.get_mixture_or_task("snibare_def_train").tasks) == 756
+  assert sni.split_folder(str(tmp_path / "bare")) is None
+  assert sni.split_folder(str(clone)) == str(clone / "splits" / "default")
