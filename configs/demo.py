@@ -102,7 +102,11 @@ def benchmark_of(flags) -> str:
 
 
 def icl_config(c, stage: str, quick: bool):
-  """The in-context benchmark's sizes: short examples, thousands of steps."""
+  """The in-context benchmark's sizes: short examples, thousands of steps.
+
+  Every stage trains at learning rate 1e-3 (full fine-tuning included: the
+  steps are small enough here), but the shared prefix and LoRA at 1e-2, after
+  100 warmup steps (hyperpretraining's 100 steps are all warmup)."""
   steps = {k: 3 for k in ICL_STEPS} if quick else ICL_STEPS
   c.data.hyper_inputs_length, c.data.inputs_length, c.data.targets_length = (
       ICL_SHOTS_LENGTH, 8, 4)

@@ -57,7 +57,6 @@ CONTROLS = collections.OrderedDict([
     ("HyperT5-Prefix, the mirror task's examples", ("HyperT5-Prefix", "mirror")),
     ("T5 told the rule (instruction in its input)", ("T5 zero-shot", "instructed")),
 ])
-INSTRUCTED_INPUTS_LENGTH = 24  # configs/demo.py's lm stage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,8 +324,9 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   if kind == "instructed":
     from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
     config.eval.mixture = embedded_icl.instructed_mixture_name(embedded_icl.BenchmarkConfig())
-    config.data.inputs_length = INSTRUCTED_INPUTS_LENGTH
-  if mode.quick:  # a smoke test: two mirrored pairs of the first family
+    # The instructed inputs are as long as the downstream model's pretraining read.
+    config.data.inputs_length = stage_config("lm", seed, mode, workdir).data.inputs_length
+  if mode.quick:  # a smoke test: the first two mirrored pairs of the test mixture
     config.eval.max_examples, config.eval.max_tasks = 4, 4
   checkpoint = (os.path.join(workdir, "downstream") if stage == "downstream"
                 else stage_dir(stage, seed, workdir))
@@ -501,6 +501,41 @@ def plot(summary: dict[str, dict], path: str, title: str = "Embedded few-shot be
   plt.close(fig)
 
 
+MODE_FILE = "demo_mode.json"
+
+
+class WorkdirMismatch(app.UsageError):
+  """The workdir holds the stages of another benchmark or of --quick."""
+
+
+def check_workdir_mode(workdir: str, mode: Mode, write: bool) -> None:
+  """Refuses a workdir whose finished stages belong to another mode: a stage is
+  skipped when its workdir is done, so they would be reused as they are."""
+  path = os.path.join(workdir, MODE_FILE)
+  wanted = {"flags": mode.config_flags, "benchmark": mode.benchmark_name}
+  if os.path.exists(path):
+    with open(path) as f:
+      found = json.load(f)
+  else:  # a workdir from before the mode file: its downstream model's corpus tells
+    lm_config = os.path.join(workdir, "lm", "config.json")
+    found = None
+    if os.path.exists(lm_config):
+      with open(lm_config) as f:
+        lm_mixture = json.load(f)["data"]["mixture"]
+      expected = cli.load_config(DEMO_CONFIG, "lm" + mode.config_flags).data.mixture
+      if lm_mixture != expected:
+        found = {"flags": "?", "benchmark": f"another benchmark (pretrained on {lm_mixture})"}
+  if found is not None and found["flags"] != wanted["flags"]:
+    raise WorkdirMismatch(
+        f"{workdir} holds a demo of the {found['benchmark']}"
+        f"{' (--quick)' if ',quick' in found['flags'] else ''}; this run is of the "
+        f"{wanted['benchmark']}{' (--quick)' if mode.quick else ''}: pass another --workdir")
+  if write and found is None:
+    with open(path + ".partial", "w") as f:
+      json.dump(wanted, f)
+    os.replace(path + ".partial", path)
+
+
 def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
         worker_command: list[str] | None = None) -> dict | None:
   """Every stage, every evaluation, then the report; returns the summary.
@@ -510,6 +545,7 @@ def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  check_workdir_mode(workdir, mode, write=worker == 0)
   cli.use_compilation_cache()
   plan = make_plan(seeds, mode, workers)
   mine = [i for i, job in enumerate(plan) if job.worker == worker]

@@ -239,6 +239,8 @@ def main(argv):
     cli.fast_compile_for_smoke_runs()
   cli.quiet_logs()
   from hypert5 import train  # pylint: disable=import-outside-toplevel
+  if FLAGS.control and FLAGS.rules:
+    raise app.UsageError("--control and --rules name two benchmarks; pass one")
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:
     sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, FLAGS.control, FLAGS.rules),

@@ -53,8 +53,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
-from typing import Iterator
 
 import numpy as np
 
@@ -71,6 +69,7 @@ TYPE_WORDS = ("word", "thing")  # pick: keys are type 0, values type 1
 ATTRIBUTE_WORDS = ("left", "right")
 GROUP_WORDS = ("up", "down")
 INSTRUCTION_WORDS = ("say", "take") + TYPE_WORDS + ATTRIBUTE_WORDS + GROUP_WORDS
+MAX_KEYS = 128
 
 
 def _vocabulary_words() -> tuple[str, ...]:
@@ -95,7 +94,7 @@ def word_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
   words = _vocabulary_words()
   values = tuple(w for w in words if w in set(embedded_rules.LABEL_WORDS))
   reserved = set(values) | set(INSTRUCTION_WORDS) | {"input", "output", "options", "definition"}
-  keys = tuple(w for w in words if w not in reserved)[:128]
+  keys = tuple(w for w in words if w not in reserved)[:MAX_KEYS]
   return keys, values
 
 
@@ -128,6 +127,93 @@ class BenchmarkConfig:
     unknown = [f for f in self.families if f not in FAMILIES]
     if unknown:
       raise ValueError(f"unknown family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+    if not self.num_heldout_keys < self.num_keys <= MAX_KEYS:
+      raise ValueError(f"num_keys={self.num_keys}: must be above num_heldout_keys="
+                       f"{self.num_heldout_keys} and at most {MAX_KEYS} (word_pools())")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  input: str
+  output: str
+  choices: tuple[str, str]  # the two answers of the mirrored pair, in a fixed order
+  label: int  # index of `output` in `choices`
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """A task: a family and its parameters (words, a position, a mapping)."""
+  family: str
+  params: tuple
+
+  def answer(self, x: tuple[str, ...]) -> str:
+    if self.family == "constant":
+      return self.params[0]
+    if self.family == "classify":
+      return self.params[key_group(x[0])]
+    if self.family == "pick":
+      return x[0] if (x[0] in _value_set()) == bool(self.params[0]) else x[1]
+    if self.family == "attribute":  # params: (a, the mirror's a, the facts)
+      return _as_dict(self.params[2])[x[0]][self.params[0]]
+    if self.family == "lookup":
+      return dict(self.params)[x[0]]
+    raise ValueError(f"unknown family {self.family!r}; families: {', '.join(FAMILIES)}")
+
+  def mirror(self) -> "Rule":
+    """The rule that answers every query of this one with the other choice."""
+    if self.family == "constant":
+      return Rule("constant", (self.params[1], self.params[0]))
+    if self.family == "classify":
+      return Rule("classify", (self.params[1], self.params[0]))
+    if self.family in ("pick", "attribute"):
+      return Rule(self.family, (self.params[1], self.params[0]) + self.params[2:])
+    # Values swapped in pairs: a derangement that is its own inverse, so the
+    # mirror's mirror is the rule again and both give a query the same choices.
+    keys = [k for k, _ in self.params]
+    values = [v for _, v in self.params]
+    swapped = [values[i ^ 1] for i in range(len(values))]
+    return Rule("lookup", tuple(zip(keys, swapped)))
+
+  def instruction(self) -> str:
+    """The rule said outright: what the downstream model reads in pretraining."""
+    if self.family == "constant":
+      return f"say {self.params[0]}"
+    if self.family == "classify":
+      return f"{GROUP_WORDS[0]} {self.params[0]} {GROUP_WORDS[1]} {self.params[1]}"
+    if self.family == "pick":
+      return f"take {TYPE_WORDS[self.params[0]]}"
+    if self.family == "attribute":
+      return ATTRIBUTE_WORDS[self.params[0]]
+    return " ".join(f"{k} {v}" for k, v in self.params)
+
+
+@functools.cache
+def _as_dict(pairs: tuple) -> dict:
+  return dict(pairs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkConfig:
+  name: str = NAME  # prefix of its SeqIO task and mixture names
+  families: tuple[str, ...] = FAMILIES
+  seed: int = 0
+  num_shots: int = 8  # examples in a context (training and held-out)
+  rules_per_family: int = 4  # held-out rules per family, each as two mirrors
+  heldout_queries: int = 64  # test queries per held-out task
+  heldout_train: int = 32  # examples of a held-out task for fine-tuning on it (section 6)
+  num_keys: int = 128  # key pool size (the first keys of word_pools())
+  num_heldout_keys: int = 32
+  num_heldout_values: int = 24
+  num_train_tasks: int = 32_768  # MTF: one fresh task per record (its context and one query)
+  num_skill_examples: int = 65_536  # the downstream model's pretraining (instructed)
+
+  def __post_init__(self):
+    unknown = [f for f in self.families if f not in FAMILIES]
+    if unknown:
+      raise ValueError(f"unknown family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+    if not self.num_heldout_keys < self.num_keys <= MAX_KEYS:
+      raise ValueError(f"num_keys={self.num_keys}: must be above num_heldout_keys="
+                       f"{self.num_heldout_keys} and at most {MAX_KEYS} (word_pools())")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -113,7 +113,6 @@ def test_heldout_words_never_occur_in_training_tasks(bench, train_records):
 def test_training_records_are_fresh_tasks_answered_by_their_context(train_records):
   assert len(train_records) == CONFIG.num_train_tasks
   assert len({r["task_name"] for r in train_records}) == len(train_records)
-  rng = np.random.default_rng(1)
   families = collections.Counter()
   for i in range(2000):
     rule, examples = icl.sample_task(CONFIG, icl.generate(CONFIG).train_pools,
@@ -129,7 +128,6 @@ def test_training_records_are_fresh_tasks_answered_by_their_context(train_record
     if rule.family == "lookup":
       assert query.input in {e.input for e in shots}
   assert set(families) == set(icl.FAMILIES) and min(families.values()) > 300
-  del rng
 
 
 def split_instructed(text: str) -> tuple[str, str, bool]:
@@ -185,6 +183,8 @@ def test_registered_mixtures_and_features():
   assert skills["encoder_input_tokens"].shape == (4, 24)
 
 
-def test_unknown_family_is_an_error():
+def test_bad_configs_are_errors():
   with pytest.raises(ValueError, match="unknown family 'reverse'"):
     icl.BenchmarkConfig(families=("constant", "reverse"))
+  with pytest.raises(ValueError, match="num_keys=200: must be .* at most 128"):
+    icl.BenchmarkConfig(num_keys=200)
