@@ -447,7 +447,9 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
     examples = read_task(task, split, lengths, config.eval.max_examples)
     if context_of is not None and models.hyper is not None:
       other = by_name[context_of(task.name)]
-      other_context = read_task(other, split, lengths, 1)[0]["hyper_inputs"]
+      # The same read as the other task's own turn: cached, not read twice.
+      other_context = read_task(other, split, lengths,
+                                config.eval.max_examples)[0]["hyper_inputs"]
       examples = [dict(e, hyper_inputs=other_context) for e in examples]
     if load_phi and models.hyper is not None:
       _, phi = adapters.load_adapter(os.path.join(load_phi, task.name),
