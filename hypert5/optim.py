@@ -6,6 +6,9 @@ applies one update, which keeps a single copy of the gradients.
 
 from __future__ import annotations
 
+import re
+
+import jax
 import ml_collections
 import optax
 
@@ -30,9 +33,27 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
 
 
+def frozen_labels(pattern: str):
+  """A labelling of a parameter tree: "frozen" where the '/'-joined path (e.g.
+  "hyper/backbone/token_embedder/embedding") fully matches `pattern`, else "trained"."""
+  regex = re.compile(pattern)
+  def label(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if regex.fullmatch(_path_name(path)) else "trained", params)
+  return label
+
+
+def _path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+
+
 def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(optimizer, schedule). Adafactor follows T5's settings; AdamW is decoupled."""
+  """(optimizer, schedule). Adafactor follows T5's settings; AdamW is decoupled.
+
+  `opt.freeze`: a regex of parameter paths that keep their value (no update, no
+  optimizer state), e.g. the hypermodel's token embeddings, so that words a
+  training set never shows keep the meaning the initialization gave them."""
   schedule = learning_rate_schedule(opt, total_steps)
   if opt.name == "adafactor":
     core = optax.adafactor(schedule, decay_rate=opt.adafactor_decay_rate,
@@ -47,11 +68,20 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
   if opt.grad_clip_norm > 0:
     transforms.append(optax.clip_by_global_norm(opt.grad_clip_norm))
   transforms.append(core)
-  return optax.chain(*transforms), schedule
+  optimizer = optax.chain(*transforms)
+  if opt.freeze:
+    try:
+      re.compile(opt.freeze)
+    except re.error as e:
+      raise ValueError(f"optimizer.freeze={opt.freeze!r}: not a regular expression ({e})") from e
+    optimizer = optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()},
+                                      frozen_labels(opt.freeze))
+  return optimizer, schedule
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0,
       end_learning_rate=0.0, weight_decay=0.0, grad_clip_norm=1.0, grad_accum_steps=1,
-      b1=0.9, b2=0.999, eps=1e-8, adafactor_decay_rate=0.8, adafactor_parameter_scale=True))
+      b1=0.9, b2=0.999, eps=1e-8, adafactor_decay_rate=0.8, adafactor_parameter_scale=True,
+      freeze=""))

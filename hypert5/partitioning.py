@@ -119,6 +119,8 @@ def optimizer_state_shardings(optimizer, abstract_state, abstract_params, param_
   import optax  # pylint: disable=import-outside-toplevel
 
   def leaf_sharding(state_leaf, param, sharding):
+    if isinstance(state_leaf, optax.MaskedNode):  # a frozen parameter has no state
+      return state_leaf
     shape, spec = tuple(state_leaf.shape), tuple(sharding.spec) + (None,) * (
         len(param.shape) - len(sharding.spec))
     if shape == tuple(param.shape):
@@ -131,7 +133,7 @@ def optimizer_state_shardings(optimizer, abstract_state, abstract_params, param_
   shardings = optax.tree_map_params(
       optimizer, leaf_sharding, abstract_state, abstract_params, param_shardings,
       transform_non_params=lambda _: replicated(mesh),
-      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+      is_leaf=lambda x: isinstance(x, (jax.ShapeDtypeStruct, optax.MaskedNode)))
   # Anything optax left as a non-sharding (e.g. empty states) is replicated.
   return jax.tree.map(lambda s: s if isinstance(s, NamedSharding) else replicated(mesh),
                       shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
