@@ -16,11 +16,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from hypert5.errors import CheckpointError
 from hypert5.t5_config import T5Config
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read as the model it claims to be."""
 
 
 _DTYPES = {

@@ -12,7 +12,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from conftest import make_hf_t5
-from hypert5 import checkpoints, hf, score, t5
+from hypert5 import checkpoints, errors, hf, score, t5
 from hypert5.vocab import Vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,16 +124,16 @@ def broken_copy(tmp_path, hf_t5_dir):
 
 
 def test_bad_checkpoints_give_one_clear_error(tmp_path, broken_copy):
-  with pytest.raises(hf.CheckpointError, match="no such checkpoint directory"):
+  with pytest.raises(errors.CheckpointError, match="no such checkpoint directory"):
     hf.load_hf_checkpoint(str(tmp_path / "missing"))
-  with pytest.raises(hf.CheckpointError, match=r"config\.json: model_type is 'bert'"):
+  with pytest.raises(errors.CheckpointError, match=r"config\.json: model_type is 'bert'"):
     hf.load_hf_checkpoint(broken_copy(edit_config=lambda c: c.update(model_type="bert")))
 
 
 def test_mismatched_shape_names_file_and_key(broken_copy):
   def shrink(t):
     t["decoder.block.1.layer.2.DenseReluDense.wo.weight"] = np.zeros((32, 40), np.float32)
-  with pytest.raises(hf.CheckpointError,
+  with pytest.raises(errors.CheckpointError,
                      match=r"model\.safetensors: key 'decoder\.block\.1\.layer\.2\.DenseReluDense"
                            r"\.wo\.weight' has shape \[32, 40\]"):
     hf.load_hf_checkpoint(broken_copy(edit_tensors=shrink))
@@ -142,14 +142,14 @@ def test_mismatched_shape_names_file_and_key(broken_copy):
 def test_unknown_key_names_file_and_key(broken_copy):
   def extra(t):
     t["encoder.block.7.layer.0.layer_norm.weight"] = np.ones(32, np.float32)
-  with pytest.raises(hf.CheckpointError, match=r"unknown key 'encoder\.block\.7\.layer\.0"):
+  with pytest.raises(errors.CheckpointError, match=r"unknown key 'encoder\.block\.7\.layer\.0"):
     hf.load_hf_checkpoint(broken_copy(edit_tensors=extra))
 
 
 def test_pickle_checkpoints_are_refused(tmp_path, hf_t5_dir):
   shutil.copy(os.path.join(hf_t5_dir, "config.json"), tmp_path)
   (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-  with pytest.raises(hf.CheckpointError, match="Pickle checkpoints are refused.*save_pretrained"):
+  with pytest.raises(errors.CheckpointError, match="Pickle checkpoints are refused.*save_pretrained"):
     hf.load_hf_checkpoint(str(tmp_path))
 
 
