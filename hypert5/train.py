@@ -201,11 +201,11 @@ def make_train_step(models, optimizer, schedule, config, shardings, opt_sharding
   accum = config.optimizer.grad_accum_steps
   dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
 
-  def sum_loss(trainable, frozen, batch, rng):
-    total, weight = experiment.loss_terms(models, {**frozen, **trainable}, batch, rng)
-    return total, weight
-
-  grad_fn = jax.value_and_grad(sum_loss, has_aux=True)
+  # (summed token loss, target tokens), differentiated in the trainable parts only.
+  grad_fn = jax.value_and_grad(
+      lambda trainable, frozen, batch, rng: experiment.loss_terms(
+          models, {**frozen, **trainable}, batch, rng),
+      has_aux=True)
 
   def step_fn(trainable, opt_state, step, frozen, batch):
     rng = jax.random.fold_in(dropout_base, step)
