@@ -28,15 +28,12 @@ import numpy as np
 from absl import app, flags
 
 from hypert5 import adapters, checkpoints, cli, experiment, prompts, t5
+from hypert5.errors import CheckpointError, ConfigError, ExamplesError
 from hypert5.vocab import Vocabulary
 
 MAX_EXAMPLES = 16
 FLAGS = flags.FLAGS
 log = logging.getLogger("hypert5.adapt")
-
-
-class ExamplesError(ValueError):
-  """A malformed examples file; the message names the file and line."""
 
 
 def define_flags() -> None:
@@ -77,7 +74,7 @@ def find_run_dir(path: str) -> str:
     if os.path.isfile(os.path.join(candidate, "config.json")) and os.path.isdir(
         os.path.join(candidate, "checkpoints")):
       return candidate
-  raise checkpoints.hf.CheckpointError(
+  raise CheckpointError(
       f"{path}: not a training run (expected a workdir with config.json and checkpoints/)")
 
 
@@ -94,15 +91,15 @@ class Hypermodel:
     self.config = load_run_config(self.run_dir)
     self.models = experiment.build_models(self.config)
     if self.models.hyper is None:
-      raise checkpoints.hf.CheckpointError(
-          f"{self.run_dir}: experiment {self.config.experiment!r} has no hypermodel")
+      raise ConfigError(f"{self.run_dir}: experiment {self.config.experiment!r} has no "
+                        "hypermodel to write phi (experiments hyper and hyper_plus have one)")
     abstract = t5.unbox_shapes(experiment.abstract_params(self.models, "hyper"))
     step_or_run = checkpoint if os.path.basename(os.path.abspath(checkpoint)).isdigit() else (
         self.run_dir)
     self.params = checkpoints.restore_part(step_or_run, "hyper", abstract)
     vocab_path = os.path.join(self.run_dir, "spiece.model")
     if not os.path.isfile(vocab_path):
-      raise checkpoints.hf.CheckpointError(f"{vocab_path}: missing (the run's vocabulary)")
+      raise CheckpointError(f"{vocab_path}: missing (the run's vocabulary)")
     self.vocabulary = Vocabulary(vocab_path)
     self.length = self.config.data.hyper_inputs_length
     self._apply = jax.jit(lambda p, ids: self.models.hyper.apply({"params": p}, ids))
@@ -186,7 +183,7 @@ def main(argv):
     else:
       adapters.save_hf_peft(FLAGS.out, phi, hyper.peft_config, hyper.downstream_config,
                             hyper.config.init.downstream_checkpoint)
-  except (ExamplesError, checkpoints.hf.CheckpointError, adapters.AdapterError,
+  except (ExamplesError, CheckpointError, ConfigError, adapters.AdapterError,
           FileExistsError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)

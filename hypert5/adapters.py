@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from hypert5 import checkpoints, hf
+from hypert5.errors import AdapterError
 from hypert5.peft import LORA_GROUPS, PeftConfig, check_phi, phi_shapes
 from hypert5.t5_config import T5Config
 
@@ -34,10 +35,6 @@ _HF_GROUPS = {"encoder": ("encoder", 0, "SelfAttention"),
               "decoder_cross": ("decoder", 1, "EncDecAttention")}
 _HF_KEY = re.compile(r"^base_model\.model\.(encoder|decoder)\.block\.(\d+)\.layer\.(\d)\."
                      r"(SelfAttention|EncDecAttention)\.([qkvo])\.lora_([AB])\.weight$")
-
-
-class AdapterError(ValueError):
-  """An adapter that is malformed or does not fit the model; says which part."""
 
 
 def _single(phi):

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from hypert5 import hf
+from hypert5.errors import CheckpointError, DamagedCheckpoint
 from hypert5.t5_config import T5Config, config_path
 from hypert5.vocab import find_vocabulary  # noqa: F401 (re-exported)
 
@@ -77,7 +78,7 @@ def is_native_checkpoint(directory: str) -> bool:
 def load_model(directory: str, abstract_params=None) -> tuple[T5Config, dict, str | None]:
   """A native or HuggingFace T5 checkpoint -> (config, params, vocabulary path or None)."""
   if not os.path.isdir(directory):
-    raise hf.CheckpointError(f"{directory}: no such checkpoint directory")
+    raise CheckpointError(f"{directory}: no such checkpoint directory")
   if is_native_checkpoint(directory):
     cfg = T5Config.load(config_path(directory))
     params = restore_params(os.path.join(directory, PARAMS_DIR), abstract_params)
@@ -87,7 +88,7 @@ def load_model(directory: str, abstract_params=None) -> tuple[T5Config, dict, st
     if abstract_params is not None:
       params = jax.tree.map(lambda x, a: jax.device_put(x, a.sharding), params, abstract_params)
   else:
-    raise hf.CheckpointError(
+    raise CheckpointError(
         f"{directory}: neither a HyperT5 checkpoint (t5_config.json + params/) nor a "
         "HuggingFace T5 directory (config.json + model.safetensors)")
   return cfg, params, find_vocabulary(directory)
@@ -101,12 +102,12 @@ def check_params_fit(params, cfg: T5Config, source: str) -> None:
   got = flax.traverse_util.flatten_dict(params, sep="/")
   for key in sorted(set(want) | set(got)):
     if key not in got:
-      raise hf.CheckpointError(f"{source}: missing parameter {key!r} for this config")
+      raise CheckpointError(f"{source}: missing parameter {key!r} for this config")
     if key not in want:
-      raise hf.CheckpointError(f"{source}: unexpected parameter {key!r} for this config")
+      raise CheckpointError(f"{source}: unexpected parameter {key!r} for this config")
     if tuple(np.shape(got[key])) != tuple(want[key].shape):
-      raise hf.CheckpointError(f"{source}: parameter {key!r} has shape {list(np.shape(got[key]))}"
-                               f", the config needs {list(want[key].shape)}")
+      raise CheckpointError(f"{source}: parameter {key!r} has shape {list(np.shape(got[key]))}"
+                            f", the config needs {list(want[key].shape)}")
 
 
 # ---------------------------------------------------------------------------
@@ -115,10 +116,6 @@ def check_params_fit(params, cfg: T5Config, source: str) -> None:
 
 META_ITEM = "meta"
 OPT_ITEM = "opt_state"
-
-
-class DamagedCheckpoint(hf.CheckpointError):
-  """A step folder whose files are incomplete (damaged outside Orbax's atomic save)."""
 
 
 class TrainCheckpointer:
@@ -146,8 +143,8 @@ class TrainCheckpointer:
     for part, abstract in abstract_params.items():
       path = os.path.join(self.directory, str(step), part)
       if not os.path.isdir(path):
-        raise hf.CheckpointError(f"{path}: missing; this checkpoint was written by another "
-                                 f"experiment (no '{part}' parameters)")
+        raise CheckpointError(f"{path}: missing; this checkpoint was written by another "
+                              f"experiment (no '{part}' parameters)")
       _compare_shapes(item_tree_metadata(path), abstract, path)
 
   def restore(self, step: int, abstract_params: dict, abstract_opt_state) -> tuple:
@@ -184,16 +181,16 @@ def _compare_shapes(saved, abstract, where: str) -> None:
   want_flat = flax.traverse_util.flatten_dict(_as_dict(abstract), sep="/")
   for key in sorted(set(saved_flat) | set(want_flat)):
     if key not in saved_flat:
-      raise hf.CheckpointError(f"{where}: has no parameter {key!r}; the checkpoint belongs to a "
-                               "model of another shape")
+      raise CheckpointError(f"{where}: has no parameter {key!r}; the checkpoint belongs to a "
+                            "model of another shape")
     if key not in want_flat:
-      raise hf.CheckpointError(f"{where}: holds parameter {key!r}, which this config's model "
-                               "does not have")
+      raise CheckpointError(f"{where}: holds parameter {key!r}, which this config's model "
+                            "does not have")
     saved_shape = tuple(getattr(saved_flat[key], "shape", ()))
     want_shape = tuple(want_flat[key].shape)
     if saved_shape != want_shape:
-      raise hf.CheckpointError(f"{where}: parameter {key!r} has shape {list(saved_shape)} in the "
-                               f"checkpoint but {list(want_shape)} in this config's model")
+      raise CheckpointError(f"{where}: parameter {key!r} has shape {list(saved_shape)} in the "
+                            f"checkpoint but {list(want_shape)} in this config's model")
 
 
 def _as_dict(tree):
@@ -209,7 +206,7 @@ def find_checkpoint_dir(path: str) -> str:
   for candidate in (os.path.join(path, "checkpoints"), path):
     if os.path.isdir(candidate) and any(n.isdigit() for n in os.listdir(candidate)):
       return candidate
-  raise hf.CheckpointError(f"{path}: no training checkpoints (expected checkpoints/<step>/)")
+  raise CheckpointError(f"{path}: no training checkpoints (expected checkpoints/<step>/)")
 
 
 def restore_part(path: str, part: str, abstract, step: int | None = None):
@@ -226,6 +223,6 @@ def restore_part(path: str, part: str, abstract, step: int | None = None):
     step = steps[-1] if step is None else step
     item_dir = os.path.join(directory, str(step), part)
   if not os.path.isdir(item_dir):
-    raise hf.CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
+    raise CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
   _compare_shapes(item_tree_metadata(item_dir), abstract, item_dir)
   return restore_params(item_dir, abstract)

@@ -15,6 +15,7 @@ import sys
 from absl import app, flags
 
 from hypert5 import checkpoints, hf
+from hypert5.errors import CheckpointError
 
 
 
@@ -35,7 +36,7 @@ def convert(src: str, dst: str, source_format: str, target_format: str) -> None:
     cfg, params = hf.load_hf_checkpoint(src)
   else:
     if not checkpoints.is_native_checkpoint(src):
-      raise hf.CheckpointError(f"{src}: not a HyperT5 checkpoint (t5_config.json + params/)")
+      raise CheckpointError(f"{src}: not a HyperT5 checkpoint (t5_config.json + params/)")
     cfg, params, _ = checkpoints.load_model(src)
   vocab = checkpoints.find_vocabulary(src)
   if target_format == "native":
@@ -51,7 +52,7 @@ def main(argv):
   del argv
   try:
     convert(FLAGS.src, FLAGS.dst, FLAGS["from"].value, FLAGS.to)
-  except (hf.CheckpointError, FileExistsError, FileNotFoundError) as e:
+  except (CheckpointError, FileExistsError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(f"wrote {FLAGS.dst}")

@@ -40,6 +40,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hypert5 import adapters, checkpoints, cli, decoding, experiment, metrics, t5
+from hypert5.errors import CheckpointError, EvalError
 
 
 
@@ -52,10 +53,6 @@ def define_flags() -> None:
 
 
 FLAGS = flags.FLAGS
-
-
-class EvalError(ValueError):
-  """Bad evaluation input: unknown mixture, empty split, mismatched checkpoint."""
 
 
 # -- Loading ------------------------------------------------------------------
@@ -506,7 +503,7 @@ def main(argv):
   try:
     results, predictions = evaluate(config, FLAGS.checkpoint, save_phi=FLAGS.save_phi,
                                     load_phi=FLAGS.load_phi)
-  except (EvalError, checkpoints.hf.CheckpointError, adapters.AdapterError) as e:
+  except (EvalError, CheckpointError, adapters.AdapterError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   output = FLAGS.output or os.path.join(FLAGS.checkpoint, f"eval_{results['mixture']}")

@@ -2,78 +2,87 @@
 
 Reads the layout published for google/t5-v1_1-* and google/t5-*-lm-adapt (and the
 original t5-*): a directory with config.json and model.safetensors, or a sharded
-model.safetensors.index.json. Safetensors files are parsed here, memory-mapped,
-so bf16 and fp16 shards load without torch. Pickle files (pytorch_model.bin) are
-refused: unpickling runs arbitrary code.
+model.safetensors.index.json. Safetensors files go through the `safetensors`
+library's numpy API, memory-mapped and one tensor at a time, so bf16 and fp16
+shards load without torch (numpy learns "bfloat16" from ml_dtypes). Pickle files
+(pytorch_model.bin) are refused: unpickling runs arbitrary code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Any
+from typing import Any, Iterator
 
-import ml_dtypes
+import ml_dtypes  # noqa: F401  # registers numpy's "bfloat16", which safetensors' numpy API names
 import numpy as np
+import safetensors
+import safetensors.numpy
 
+from hypert5.errors import CheckpointError
 from hypert5.t5_config import T5Config
 
 
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be read as the model it claims to be."""
+class SafetensorsFiles:
+  """Tensors spread over open .safetensors files, read when asked (memory-mapped).
+
+  Use inside `open_safetensors`; `path(name)` says which file holds a tensor.
+  """
+
+  def __init__(self):
+    self._handles: dict[str, tuple[Any, str]] = {}  # name -> (open file, its path)
+
+  def add(self, handle, path: str) -> None:
+    for name in handle.keys():
+      self._handles[name] = (handle, path)
+
+  def names(self) -> set[str]:
+    return set(self._handles)
+
+  def path(self, name: str) -> str:
+    return self._handles[name][1]
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    handle, _ = self._handles[name]
+    return tuple(handle.get_slice(name).get_shape())
+
+  def read(self, name: str) -> np.ndarray:
+    handle, path = self._handles[name]
+    try:
+      return handle.get_tensor(name)
+    except (TypeError, AttributeError) as e:  # a dtype numpy lacks (e.g. F8_E5M2)
+      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype "
+                            f"{handle.get_slice(name).get_dtype()} ({e})") from e
 
 
-_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-_DTYPE_NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
+@contextlib.contextmanager
+def open_safetensors(paths: list[str]) -> Iterator[SafetensorsFiles]:
+  """Opens .safetensors files for reading; tensors are read from them until the end."""
+  files = SafetensorsFiles()
+  with contextlib.ExitStack() as stack:
+    for path in paths:
+      try:
+        handle = stack.enter_context(safetensors.safe_open(path, framework="np"))
+      except safetensors.SafetensorError as e:
+        raise CheckpointError(f"{path}: not a safetensors file ({e})") from e
+      files.add(handle, path)
+    yield files
 
 
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
-  """Memory-maps a .safetensors file: {name: read-only array}."""
-  with open(path, "rb") as f:
-    header_size = int.from_bytes(f.read(8), "little")
-    if header_size <= 0 or header_size > os.path.getsize(path):
-      raise CheckpointError(f"{path}: not a safetensors file (bad header length)")
-    try:
-      header = json.loads(f.read(header_size))
-    except json.JSONDecodeError as e:
-      raise CheckpointError(f"{path}: not a safetensors file ({e})") from e
-  data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + header_size)
-  tensors = {}
-  for name, info in header.items():
-    if name == "__metadata__":
-      continue
-    if info["dtype"] not in _DTYPES:
-      raise CheckpointError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
-    begin, end = info["data_offsets"]
-    dtype = np.dtype(_DTYPES[info["dtype"]])
-    tensors[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(info["shape"])
-  return tensors
+  """A .safetensors file -> {name: array}, in the file's dtypes (bf16 as ml_dtypes.bfloat16)."""
+  with open_safetensors([path]) as files:
+    return {name: files.read(name) for name in sorted(files.names())}
 
 
 def write_safetensors(path: str, tensors: dict[str, np.ndarray],
                       metadata: dict[str, str] | None = None) -> None:
   """Writes tensors in the safetensors format (the inverse of `read_safetensors`)."""
-  header: dict[str, Any] = {"__metadata__": metadata or {"format": "pt"}}
-  offset, arrays = 0, []
-  for name in sorted(tensors):
-    array = np.ascontiguousarray(tensors[name])
-    header[name] = {"dtype": _DTYPE_NAMES[array.dtype], "shape": list(array.shape),
-                    "data_offsets": [offset, offset + array.nbytes]}
-    offset += array.nbytes
-    arrays.append(array)
-  encoded = json.dumps(header, separators=(",", ":")).encode()
-  encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes
+  tensors = {name: np.ascontiguousarray(array) for name, array in tensors.items()}
   # Write beside and rename: readers that memory-mapped the old file keep its inode.
   partial = path + ".partial"
-  with open(partial, "wb") as f:
-    f.write(len(encoded).to_bytes(8, "little"))
-    f.write(encoded)
-    for array in arrays:
-      f.write(array.tobytes())
+  safetensors.numpy.save_file(tensors, partial, metadata=metadata or {"format": "pt"})
   os.replace(partial, path)
 
 
@@ -200,24 +209,23 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, di
   """Reads a HuggingFace T5 directory -> (T5Config, float32 numpy params tree)."""
   cfg = load_hf_config(directory, **config_overrides)
   files = _weight_files(directory)
-  tensors: dict[str, np.ndarray] = {}
-  origin: dict[str, str] = {}
-  for path in files:
-    for name, array in read_safetensors(path).items():
-      tensors[name] = array
-      origin[name] = path
-  where = lambda name: origin.get(name, files[0])
+  with open_safetensors(files) as tensors:
+    return _read_params(cfg, tensors, files[0])
 
-  embedding = tensors.pop("shared.weight", None)
-  for alias in ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight"):
-    tied_copy = tensors.pop(alias, None)  # copies of shared.weight in some exports
-    if embedding is None:
-      embedding = tied_copy
-  if embedding is None:
-    raise CheckpointError(f"{files[0]}: missing key 'shared.weight' (the token embedding)")
-  lm_head = tensors.pop("lm_head.weight", None)
+
+def _read_params(cfg: T5Config, tensors: SafetensorsFiles, first_file: str):
+  """The named tensors -> (config, params), one tensor in memory at a time besides the result."""
+  names = tensors.names()
+  # shared.weight, or failing that one of its copies that some exports write.
+  embedding_names = [n for n in ("shared.weight", "encoder.embed_tokens.weight",
+                                 "decoder.embed_tokens.weight") if n in names]
+  if not embedding_names:
+    raise CheckpointError(f"{first_file}: missing key 'shared.weight' (the token embedding)")
+  names -= set(embedding_names)
   # No lm_head.weight means a tied checkpoint: the head is the embedding.
-  cfg = cfg.replace(tie_word_embeddings=lm_head is None)
+  tied = "lm_head.weight" not in names
+  names.discard("lm_head.weight")
+  cfg = cfg.replace(tie_word_embeddings=tied)
 
   expected: dict[str, tuple] = {}  # name -> (our path, transform, layer index)
   params: dict = {}
@@ -233,25 +241,25 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, di
     expected[f"{stack}.final_layer_norm.weight"] = (
         (stack, f"{stack}_norm", "scale"), lambda w: w, None)
 
-  unknown = sorted(set(tensors) - set(expected))
+  unknown = sorted(names - set(expected))
   if unknown:
-    raise CheckpointError(f"{where(unknown[0])}: unknown key {unknown[0]!r} for a T5 with "
-                          f"{cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers "
+    raise CheckpointError(f"{tensors.path(unknown[0])}: unknown key {unknown[0]!r} for a T5 "
+                          f"with {cfg.num_encoder_layers}+{cfg.num_decoder_layers} layers "
                           f"({len(unknown)} unknown keys)")
-  missing = sorted(set(expected) - set(tensors))
+  missing = sorted(set(expected) - names)
   if missing:
-    raise CheckpointError(f"{files[0]}: missing key {missing[0]!r} ({len(missing)} missing)")
+    raise CheckpointError(f"{first_file}: missing key {missing[0]!r} ({len(missing)} missing)")
 
   reference = _reference_shapes(cfg)
   for name, (path, fn, layer) in expected.items():
-    value = np.asarray(fn(np.asarray(tensors[name], dtype=np.float32)))
     want = reference[path]
     if layer is not None:
       want = want[1:]
+    value = np.asarray(fn(np.asarray(tensors.read(name), dtype=np.float32)))
     if value.shape != want:
-      raise CheckpointError(f"{where(name)}: key {name!r} has shape {list(tensors[name].shape)}, "
-                            f"which does not fit config.json (expected {list(want)} after "
-                            "transposing to this layout)")
+      raise CheckpointError(f"{tensors.path(name)}: key {name!r} has shape "
+                            f"{list(tensors.shape(name))}, which does not fit config.json "
+                            f"(expected {list(want)} after transposing to this layout)")
     if layer is None:
       _set(params, path, value)
     else:
@@ -259,18 +267,18 @@ def load_hf_checkpoint(directory: str, **config_overrides) -> tuple[T5Config, di
   for path, values in per_layer.items():
     _set(params, path, np.stack(values))
 
-  _check_shape("shared.weight", embedding, (cfg.vocab_size, cfg.d_model), where("shared.weight"))
-  params["token_embedder"] = {"embedding": np.asarray(embedding, np.float32)}
-  if lm_head is not None:
-    _check_shape("lm_head.weight", lm_head, (cfg.vocab_size, cfg.d_model), where("lm_head.weight"))
-    params["logits_dense"] = {"kernel": np.asarray(lm_head, np.float32).T}
+  matrix = (cfg.vocab_size, cfg.d_model)
+  params["token_embedder"] = {"embedding": _read_matrix(tensors, embedding_names[0], matrix)}
+  if not tied:
+    params["logits_dense"] = {"kernel": _read_matrix(tensors, "lm_head.weight", matrix).T}
   return cfg, params
 
 
-def _check_shape(name, array, shape, path):
-  if tuple(array.shape) != tuple(shape):
-    raise CheckpointError(f"{path}: key {name!r} has shape {list(array.shape)}, expected "
-                          f"{list(shape)} from config.json")
+def _read_matrix(tensors: SafetensorsFiles, name: str, shape: tuple[int, int]) -> np.ndarray:
+  if tensors.shape(name) != tuple(shape):
+    raise CheckpointError(f"{tensors.path(name)}: key {name!r} has shape "
+                          f"{list(tensors.shape(name))}, expected {list(shape)} from config.json")
+  return np.asarray(tensors.read(name), np.float32)
 
 
 def _reference_shapes(cfg: T5Config) -> dict[tuple, tuple]:

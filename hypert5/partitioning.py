@@ -17,6 +17,8 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hypert5.errors import MeshError
+
 MESH_AXES = ("data", "fsdp", "model")
 
 # logical axis -> mesh axes (first match wins). Batch is split over data and
@@ -38,10 +40,6 @@ DEFAULT_RULES: tuple[tuple[str, object], ...] = (
     ("lora_rank", None),
     ("hyper_tokens", None),
 )
-
-
-class MeshError(ValueError):
-  """A mesh shape that does not fit the devices."""
 
 
 def make_mesh(mesh_shape: Sequence[int], mesh_axes: Sequence[str],

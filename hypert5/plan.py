@@ -37,6 +37,8 @@ import os
 import re
 import sys
 
+from hypert5.errors import MeshError
+
 GIB = 2 ** 30
 # T5Config fields --size leaves as the config has them.
 KEPT_BY_SIZE = ("vocab_size", "dtype", "scan_layers", "remat_policy", "attention_impl")
@@ -98,7 +100,6 @@ def total_bytes(abstract) -> int:
 def check_divisible(part: str, abstract, shardings, logical_specs, mesh) -> None:
   """A MeshError naming the first parameter whose sharded dimension does not divide."""
   import jax  # pylint: disable=import-outside-toplevel
-  from hypert5 import partitioning  # pylint: disable=import-outside-toplevel
   leaves = jax.tree_util.tree_leaves_with_path(abstract)
   specs = jax.tree.leaves(logical_specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
   for (path, x), sharding, names in zip(leaves, jax.tree.leaves(shardings), specs):
@@ -107,7 +108,7 @@ def check_divisible(part: str, abstract, shardings, logical_specs, mesh) -> None
       ways = math.prod(mesh.shape[a] for a in axes)
       if x.shape[dim] % ways:
         name = jax.tree_util.keystr(path, simple=True, separator="/")
-        raise partitioning.MeshError(
+        raise MeshError(
             f"{part}/{name}: dimension {dim} ({names[dim]}={x.shape[dim]}) of shape "
             f"{tuple(x.shape)} does not divide over mesh axes {axes} of size {ways}; "
             f"choose a mesh whose {'x'.join(axes)} size divides {x.shape[dim]}")
@@ -144,8 +145,8 @@ def plan(config) -> dict:
   rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
   dp = partitioning.data_parallel_size(mesh, rules)
   if config.batch_size % dp:
-    raise partitioning.MeshError(f"batch_size {config.batch_size} does not divide over the "
-                                 f"{dp} data-parallel shards of mesh {dict(mesh.shape)}")
+    raise MeshError(f"batch_size {config.batch_size} does not divide over the "
+                    f"{dp} data-parallel shards of mesh {dict(mesh.shape)}")
   models = experiment.build_models(config)
   optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
 
@@ -228,7 +229,7 @@ def define_flags() -> None:
 def main(argv):
   del argv
   from absl import flags  # pylint: disable=import-outside-toplevel
-  from hypert5 import cli, partitioning  # pylint: disable=import-outside-toplevel
+  from hypert5 import cli  # pylint: disable=import-outside-toplevel
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   cli.quiet_logs()
   config = FLAGS.config
@@ -238,7 +239,7 @@ def main(argv):
     config.mesh_shape = tuple(int(s) for s in FLAGS.mesh_shape)
     config.mesh_axes = tuple(FLAGS.mesh_axes)
     result = plan(config)
-  except (partitioning.MeshError, ValueError) as e:
+  except (MeshError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(format_table(result))

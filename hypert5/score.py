@@ -23,6 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from hypert5 import cli
+from hypert5.errors import CheckpointError, DataError
 
 
 
@@ -36,10 +37,6 @@ def define_flags() -> None:
 
 
 FLAGS = flags.FLAGS
-
-
-class DataError(ValueError):
-  """A malformed line of an input file; the message names the file and line."""
 
 
 def read_examples(path: str, vocab, vocab_size: int, eos_id: int) -> list[tuple[list, list]]:
@@ -81,7 +78,7 @@ def score_examples(model, params, examples: list[tuple[list, list]], batch_size:
 
 def main(argv):
   del argv
-  from hypert5 import adapters, checkpoints, hf, t5
+  from hypert5 import adapters, checkpoints, t5
   from hypert5.vocab import Vocabulary
   try:
     cfg, params, vocab_path = checkpoints.load_model(FLAGS.checkpoint)
@@ -100,7 +97,7 @@ def main(argv):
       os.replace(FLAGS.output + ".partial", FLAGS.output)
     else:
       sys.stdout.writelines(lines)
-  except (DataError, hf.CheckpointError, adapters.AdapterError, FileNotFoundError) as e:
+  except (DataError, CheckpointError, adapters.AdapterError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 

@@ -24,6 +24,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -204,12 +205,13 @@ class Attention(nn.Module):
     return (self._project(self.key, "k", inputs_kv, peft),
             self._project(self.value, "v", inputs_kv, peft))
 
-  def __call__(self, inputs_q: Array, inputs_kv: Array | None, bias: Array | None,
+  def __call__(self, inputs_q: Array, inputs_kv: Array | None, *, bias: Array | None,
                mask: Array | None, peft: dict | None, deterministic: bool,
                kv: tuple[Array, Array] | None = None) -> Array:
     """inputs_q: [b, t, embed]; inputs_kv: [b, s, embed] (or precomputed kv).
 
-    bias/mask already include the prefix columns when a prefix is given.
+    bias: [b|1, heads, t, s'] or None; mask: [b|1, 1, t, s'] (True = attend), where
+    s' counts the prefix columns too when a prefix is given.
     """
     cfg = self.config
     peft = peft or {}
@@ -239,7 +241,7 @@ class MlpBlock(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, x: Array, deterministic: bool) -> Array:
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
     cfg = self.config
     wi = functools.partial(DenseGeneral, (cfg.d_ff,), ("embed", "mlp"), dtype=cfg.compute_dtype)
     if cfg.feed_forward_proj == "gated-gelu":
@@ -257,21 +259,39 @@ def _residual_constraint(x: Array) -> Array:
   return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 
+@struct.dataclass
+class LayerInputs:
+  """What every layer of a stack reads besides its input and its own PEFT
+  parameters: the same for all layers (nn.scan broadcasts it, hence one argument).
+
+  self_bias: [b|1, heads, t, s_self] relative-position bias (0 on prefix columns);
+  self_mask: [b|1, 1, t, s_self] (True = attend); s_self counts prefix columns.
+  Decoder only: encoded [b, s, embed]; cross_mask [b|1, 1, t, s + cross prefix];
+  decode_index, the position written into the self-attention cache ("decode" mode).
+  """
+  self_bias: Array | None = None
+  self_mask: Array | None = None
+  encoded: Array | None = None
+  cross_mask: Array | None = None
+  decode_index: Array | None = None
+
+
 class EncoderLayer(nn.Module):
   config: T5Config
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, bias: Array, mask: Array, peft: dict | None):
+  def __call__(self, x: Array, inputs: LayerInputs, peft: dict | None):
     """x: [b, t, embed] -> ([b, t, embed], None) (scan carry, no per-layer output)."""
     cfg, det = self.config, self.deterministic
     peft = peft or {}
     norm = functools.partial(RMSNorm, cfg.layer_norm_epsilon, cfg.compute_dtype)
     h = norm(name="pre_attention_layer_norm")(x)
-    h = Attention(cfg, name="attention")(h, h, bias, mask, peft.get("self"), det)
+    h = Attention(cfg, name="attention")(h, h, bias=inputs.self_bias, mask=inputs.self_mask,
+                                         peft=peft.get("self"), deterministic=det)
     x = _residual_constraint(x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det))
     h = norm(name="pre_mlp_layer_norm")(x)
-    h = MlpBlock(cfg, name="mlp")(h, det)
+    h = MlpBlock(cfg, name="mlp")(h, deterministic=det)
     x = _residual_constraint(x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det))
     return x, None
 
@@ -285,10 +305,8 @@ class DecoderLayer(nn.Module):
   mode: str = "full"
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array | None, self_bias: Array, self_mask: Array,
-               cross_mask: Array, peft: dict | None, cache: dict | None,
-               decode_index: Array | None):
-    """x: [b, t, embed]; encoded: [b, s, embed] -> (x, per-layer cache or None).
+  def __call__(self, x: Array, inputs: LayerInputs, peft: dict | None, cache: dict | None):
+    """x: [b, t, embed] -> (x, per-layer cache or None).
 
     Decode mode: t == 1 and `cache` holds this layer's self-attention keys and
     values [b, max_len, heads, kv] and its cross-attention keys and values.
@@ -299,32 +317,35 @@ class DecoderLayer(nn.Module):
     self_attention = Attention(cfg, name="self_attention")
     cross_attention = Attention(cfg, name="encoder_decoder_attention")
     if self.mode == "cross_kv":
-      key, value = cross_attention.project_kv(encoded, peft.get("cross"))
+      key, value = cross_attention.project_kv(inputs.encoded, peft.get("cross"))
       return x, {"cross_key": key, "cross_value": value}
 
     h = norm(name="pre_self_attention_layer_norm")(x)
     new_cache = None
     if self.mode == "decode":
       key, value = self_attention.project_kv(h, peft.get("self"))  # [b, 1, heads, kv]
-      start = (0, decode_index, 0, 0)
-      cached_key = jax.lax.dynamic_update_slice(cache["self_key"], key.astype(cache["self_key"].dtype), start)
-      cached_value = jax.lax.dynamic_update_slice(cache["self_value"], value.astype(cache["self_value"].dtype), start)
+      start = (0, inputs.decode_index, 0, 0)
+      cached_key = jax.lax.dynamic_update_slice(
+          cache["self_key"], key.astype(cache["self_key"].dtype), start)
+      cached_value = jax.lax.dynamic_update_slice(
+          cache["self_value"], value.astype(cache["self_value"].dtype), start)
       new_cache = dict(cache, self_key=cached_key, self_value=cached_value)
-      h = self_attention(h, None, self_bias, self_mask, peft.get("self"), det,
-                         kv=(cached_key, cached_value))
+      self_inputs, self_kv = None, (cached_key, cached_value)
       cross_kv = (cache["cross_key"], cache["cross_value"])
     else:
-      h = self_attention(h, h, self_bias, self_mask, peft.get("self"), det)
-      cross_kv = None
+      self_inputs, self_kv, cross_kv = h, None, None
+    h = self_attention(h, self_inputs, bias=inputs.self_bias, mask=inputs.self_mask,
+                       peft=peft.get("self"), deterministic=det, kv=self_kv)
     x = _residual_constraint(x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det))
 
     h = norm(name="pre_cross_attention_layer_norm")(x)
     # Cross-attention has no position bias in T5.
-    h = cross_attention(h, encoded, None, cross_mask, peft.get("cross"), det, kv=cross_kv)
+    h = cross_attention(h, inputs.encoded, bias=None, mask=inputs.cross_mask,
+                        peft=peft.get("cross"), deterministic=det, kv=cross_kv)
     x = _residual_constraint(x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det))
 
     h = norm(name="pre_mlp_layer_norm")(x)
-    h = MlpBlock(cfg, name="mlp")(h, det)
+    h = MlpBlock(cfg, name="mlp")(h, deterministic=det)
     x = _residual_constraint(x + nn.Dropout(cfg.dropout_rate)(h, deterministic=det))
     return x, new_cache
 
@@ -337,7 +358,11 @@ _REMAT_POLICIES = {
 
 
 def _stack(layer_cls, cfg: T5Config, num_layers: int, in_axes: tuple, **attributes):
-  """Scanned (or fully unrolled) layers; the stacked parameter tree is the same either way."""
+  """Scanned (or fully unrolled) layers; the stacked parameter tree is the same either way.
+
+  nn.scan takes positional arguments only; `in_axes` gives one entry per argument
+  after the carry: nn.broadcast (the same for every layer) or 0 (stacked per layer).
+  """
   if cfg.remat_policy != "none":
     layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[cfg.remat_policy],
                          prevent_cse=not cfg.scan_layers)
@@ -366,9 +391,12 @@ class Encoder(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, embedded: Array, segment_ids: Array, positions: Array,
-               peft: dict | None, prefix_length: int, deterministic: bool) -> Array:
-    """embedded: [b, s, embed]; segment_ids: [b, s] (0 = padding) -> [b, s, embed]."""
+  def __call__(self, embedded: Array, *, segment_ids: Array, positions: Array,
+               peft: dict | None = None, prefix_length: int = 0,
+               deterministic: bool = True) -> Array:
+    """embedded: [b, s, embed]; segment_ids: [b, s] (0 = padding); positions: [b|1, s];
+    peft: per-layer PEFT parameters; prefix_length: prefix columns of self-attention.
+    Returns [b, s, embed]."""
     cfg = self.config
     bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(
         positions, positions)  # [b|1, heads, s, s]
@@ -378,8 +406,9 @@ class Encoder(nn.Module):
     bias, mask = _with_prefix_columns(bias, mask, prefix_length)
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
     x = _residual_constraint(x.astype(cfg.compute_dtype))
-    x, _ = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, (nn.broadcast, nn.broadcast, 0),
-                  deterministic=deterministic)(x, bias, mask, peft)
+    layers = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, (nn.broadcast, 0),
+                    deterministic=deterministic)
+    x, _ = layers(x, LayerInputs(self_bias=bias, self_mask=mask), peft)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="encoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -388,25 +417,36 @@ class Decoder(nn.Module):
   config: T5Config
 
   @nn.compact
-  def __call__(self, embedded: Array, encoded: Array | None, self_mask: Array | None,
-               cross_mask: Array | None, query_positions: Array | None,
-               key_positions: Array | None, peft: dict | None, cache: dict | None,
-               decode_index: Array | None, prefix_length: int, cross_prefix_length: int,
-               deterministic: bool, mode: str = "full") -> tuple[Array, Any]:
-    """embedded: [b, t, embed] -> ([b, t, embed], cache); see DecoderLayer for `mode`."""
+  def __call__(self, embedded: Array, *, encoded: Array | None = None,
+               self_mask: Array | None = None, cross_mask: Array | None = None,
+               query_positions: Array | None = None, key_positions: Array | None = None,
+               peft: dict | None = None, cache: dict | None = None,
+               decode_index: Array | None = None, prefix_length: int = 0,
+               cross_prefix_length: int = 0, deterministic: bool = True,
+               mode: str = "full") -> tuple[Array, Any]:
+    """embedded: [b, t, embed] -> ([b, t, embed], cache); see DecoderLayer for `mode`.
+
+    encoded: [b, s, embed]; self_mask: [b|1, 1, t, s_self]; cross_mask: [b|1, 1, t, s]
+    (True = attend, prefix columns are added here); query_positions: [b|1, t];
+    key_positions: [b|1, s_self], default query_positions; cache and decode_index:
+    "decode" mode (T5.decode_step).
+    """
     cfg = self.config
-    layers = _stack(DecoderLayer, cfg, cfg.num_decoder_layers,
-                    (nn.broadcast,) * 4 + (0, 0, nn.broadcast),
+    layers = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, (nn.broadcast, 0, 0),
                     deterministic=deterministic, mode=mode)
     if mode == "cross_kv":
-      return layers(embedded, encoded, None, None, None, peft, None, None)
+      return layers(embedded, LayerInputs(encoded=encoded), peft, None)
+    if key_positions is None:
+      key_positions = query_positions
     bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(
         query_positions, key_positions)  # [b|1, heads, t, s_self]
     bias, self_mask = _with_prefix_columns(bias, self_mask, prefix_length)
     _, cross_mask = _with_prefix_columns(None, cross_mask, cross_prefix_length)
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
     x = _residual_constraint(x.astype(cfg.compute_dtype))
-    x, new_cache = layers(x, encoded, bias, self_mask, cross_mask, peft, cache, decode_index)
+    inputs = LayerInputs(self_bias=bias, self_mask=self_mask, encoded=encoded,
+                         cross_mask=cross_mask, decode_index=decode_index)
+    x, new_cache = layers(x, inputs, peft, cache)
     x = RMSNorm(cfg.layer_norm_epsilon, cfg.compute_dtype, name="decoder_norm")(x)
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic), new_cache
 
@@ -449,8 +489,9 @@ class T5(nn.Module):
     if encoder_positions is None:
       encoder_positions = jnp.arange(encoder_tokens.shape[1], dtype=jnp.int32)[None, :]
     embedded = self.token_embedder(encoder_tokens)  # [b, s, embed]
-    return self.encoder(embedded, encoder_segment_ids, encoder_positions,
-                        layer_peft["encoder"], prefix_length, deterministic)
+    return self.encoder(embedded, segment_ids=encoder_segment_ids, positions=encoder_positions,
+                        peft=layer_peft["encoder"], prefix_length=prefix_length,
+                        deterministic=deterministic)
 
   def logits(self, decoder_outputs: Array) -> Array:
     """[b, t, embed] -> [b, t, vocab] float32."""
@@ -486,9 +527,10 @@ class T5(nn.Module):
       cross_mask = (encoder_segment_ids > 0)[:, None, :]  # [b, 1, s]
     embedded = self.token_embedder(decoder_input_tokens)  # [b, t, embed]
     outputs, _ = self.decoder(
-        embedded, encoded, causal[:, None], cross_mask[:, None], decoder_positions,
-        decoder_positions, layer_peft["decoder"], None, None, prefix_length,
-        cross_prefix_length, deterministic)
+        embedded, encoded=encoded, self_mask=causal[:, None], cross_mask=cross_mask[:, None],
+        query_positions=decoder_positions, peft=layer_peft["decoder"],
+        prefix_length=prefix_length, cross_prefix_length=cross_prefix_length,
+        deterministic=deterministic)
     return self.logits(outputs)
 
   def decode_embeddings(self, encoded: Array, encoder_tokens: Array, embedded: Array, *,
@@ -502,8 +544,8 @@ class T5(nn.Module):
     positions = jnp.arange(length, dtype=jnp.int32)[None, :]
     every = jnp.ones((1, 1, length, length), bool)  # bidirectional: nothing hidden
     cross_mask = (encoder_tokens != self.config.pad_token_id)[:, None, None, :]  # [b, 1, 1, s]
-    outputs, _ = self.decoder(embedded, encoded, every, cross_mask, positions, positions,
-                              None, None, None, 0, 0, deterministic)
+    outputs, _ = self.decoder(embedded, encoded=encoded, self_mask=every, cross_mask=cross_mask,
+                              query_positions=positions, deterministic=deterministic)
     return outputs
 
   def __call__(self, encoder_tokens: Array, decoder_input_tokens: Array, *, phi=None,
@@ -528,8 +570,8 @@ class T5(nn.Module):
     cfg = self.config
     batch = encoded.shape[0]
     layer_peft, _, _ = self._layer_peft(phi, batch)
-    _, cross_kv = self.decoder(encoded, encoded, None, None, None, None,
-                               layer_peft["decoder"], None, None, 0, 0, True, mode="cross_kv")
+    _, cross_kv = self.decoder(encoded, encoded=encoded, peft=layer_peft["decoder"],
+                               mode="cross_kv")
     shape = (cfg.num_decoder_layers, batch, max_length, cfg.num_heads, cfg.d_kv)
     zeros = jnp.zeros(shape, cfg.compute_dtype)
     return {"self_key": zeros, "self_value": zeros, **cross_kv}
@@ -549,9 +591,10 @@ class T5(nn.Module):
     cross_mask = encoder_mask[:, None, None, :]  # [b, 1, 1, s]
     embedded = self.token_embedder(tokens)  # [b, 1, embed]
     outputs, new_cache = self.decoder(
-        embedded, None, self_mask, cross_mask, query_positions, key_positions,
-        layer_peft["decoder"], cache, decode_index, prefix_length, cross_prefix_length,
-        True, mode="decode")
+        embedded, self_mask=self_mask, cross_mask=cross_mask, query_positions=query_positions,
+        key_positions=key_positions, peft=layer_peft["decoder"], cache=cache,
+        decode_index=decode_index, prefix_length=prefix_length,
+        cross_prefix_length=cross_prefix_length, mode="decode")
     return self.logits(outputs)[:, 0], new_cache
 
 

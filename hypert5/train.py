@@ -32,6 +32,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning, t5
+from hypert5.errors import CheckpointError, DamagedCheckpoint, MeshError, TrainingDiverged
 from hypert5.optim import make_optimizer
 
 
@@ -51,10 +52,6 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 log = logging.getLogger("hypert5.train")
-
-
-class TrainingDiverged(RuntimeError):
-  """The loss became NaN or Inf."""
 
 
 class Preempted(Exception):
@@ -204,11 +201,11 @@ def make_train_step(models, optimizer, schedule, config, shardings, opt_sharding
   accum = config.optimizer.grad_accum_steps
   dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
 
-  def sum_loss(trainable, frozen, batch, rng):
-    total, weight = experiment.loss_terms(models, {**frozen, **trainable}, batch, rng)
-    return total, weight
-
-  grad_fn = jax.value_and_grad(sum_loss, has_aux=True)
+  # (summed token loss, target tokens), differentiated in the trainable parts only.
+  grad_fn = jax.value_and_grad(
+      lambda trainable, frozen, batch, rng: experiment.loss_terms(
+          models, {**frozen, **trainable}, batch, rng),
+      has_aux=True)
 
   def step_fn(trainable, opt_state, step, frozen, batch):
     rng = jax.random.fold_in(dropout_base, step)
@@ -305,11 +302,11 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
       # A checkpoint of another model shape is a clear error before any step.
       checkpointer.check_fits(step, trainable_abstract)
       trainable, opt_state, meta = checkpointer.restore(step, trainable_abstract, opt_abstract)
-    except checkpoints.hf.CheckpointError as e:
-      if not isinstance(e, checkpoints.DamagedCheckpoint):
-        raise
+    except DamagedCheckpoint as e:
       log.warning("%s; trying an older checkpoint", e)
       continue
+    except CheckpointError:
+      raise  # another model's checkpoint: say so, do not fall back to an older one
     except Exception as e:  # pylint: disable=broad-except  # damaged outside Orbax's save
       log.warning("checkpoint %d in %s cannot be restored (%s); trying an older one",
                   step, checkpointer.directory, e)
@@ -522,8 +519,7 @@ def main(argv):
     train(FLAGS.config, FLAGS.workdir)
   except Preempted:
     pass  # saved; the next start resumes from it
-  except (TrainingDiverged, partitioning.MeshError, checkpoints.hf.CheckpointError,
-          ValueError) as e:
+  except (TrainingDiverged, MeshError, CheckpointError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 

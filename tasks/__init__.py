@@ -19,11 +19,8 @@ from hypert5_tasks.feature_converter import HyperFeatureConverter
 from hypert5_tasks.forms import FORMS
 from hypert5_tasks.pipeline import get_dataset
 from hypert5_tasks.pipeline import process_shard
-from hypert5_tasks.pipeline import restore_iterator_state
-from hypert5_tasks.pipeline import save_iterator_state
 
-__all__ = ["FORMS", "HyperFeatureConverter", "get_dataset", "process_shard", "register_all",
-           "restore_iterator_state", "save_iterator_state"]
+__all__ = ["FORMS", "HyperFeatureConverter", "get_dataset", "process_shard", "register_all"]
 
 
 def register_all() -> None:

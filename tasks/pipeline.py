@@ -10,14 +10,10 @@ sources shuffle with the seed, few-shot groups follow the stream, seqio's
 shuffle buffers and mixture sampling take the seed, and every tf.data stage
 keeps its order. Each process reads only its shard (sources.py).
 
-Resuming. Two ways, both exact:
-  - skip: rebuild with the same arguments and `ds.skip(num_batches_done)`;
-    works for every mixture (it replays the skipped input, costing time).
-  - checkpoint: `save_iterator_state(iterator, path)` next to the model and
-    `restore_iterator_state(iterator, path)` into an iterator of the rebuilt
-    dataset; instant, but only for pipelines made of tf.data ops: the embedded
-    tasks, MetaICL, S-NI and C4. P3 streams its files through a Python generator,
-    which tf.data cannot checkpoint; resume P3 by skipping.
+Resuming: rebuild with the same arguments and `ds.skip(num_batches_done)`, as
+the train loop does (hypert5.data.train_batches); exact for every mixture. (A
+tf.data iterator checkpoint would be instant, but P3 streams its files through
+a Python generator, which tf.data cannot checkpoint.)
 
 Rank classification. `rank_classification=True` turns every example with
 answer choices into one row per choice (targets = that choice), with
@@ -108,12 +104,3 @@ def get_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
   return dataset
 
-
-def save_iterator_state(iterator, path: str) -> str:
-  """Writes a tf.data iterator's position (and shuffle buffers) to `path`; returns the path."""
-  return tf.train.Checkpoint(iterator=iterator).write(path)
-
-
-def restore_iterator_state(iterator, path: str) -> None:
-  """Moves a fresh iterator of the same pipeline to the position saved at `path`."""
-  tf.train.Checkpoint(iterator=iterator).read(path).assert_consumed()

@@ -20,6 +20,41 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 import numpy as np
 import pytest
 
+import fixtures_tasks
+
+# -- Real data samples: where they are, and how many of their tests ran ------------
+
+_shared_data_tests = {"ran": 0, "skipped": 0}
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "shared_data: reads the real data samples "
+                          "(tests/fixtures_tasks.py: SHARED_DATA)")
+  named = os.environ.get(fixtures_tasks.SHARED_DATA_VARIABLE)
+  if named and not os.path.isdir(named):
+    raise pytest.UsageError(f"{fixtures_tasks.SHARED_DATA_VARIABLE}={named}: no such folder "
+                            "(unset it to use ../shared/data beside the repository)")
+
+
+def pytest_runtest_logreport(report):
+  """Counts shared-data tests; with pytest-xdist the workers' reports arrive here too."""
+  if "shared_data" not in report.keywords:
+    return
+  if report.when == "call":
+    _shared_data_tests["ran"] += 1
+  elif report.when == "setup" and report.skipped:
+    _shared_data_tests["skipped"] += 1
+
+
+def pytest_terminal_summary(terminalreporter, config):
+  if hasattr(config, "workerinput"):  # a pytest-xdist worker; the controller reports
+    return
+  ran, skipped = _shared_data_tests["ran"], _shared_data_tests["skipped"]
+  if ran or skipped:
+    terminalreporter.write_line(f"tests on the real data samples: {ran} ran, {skipped} skipped "
+                                f"({fixtures_tasks.SHARED_DATA})")
+
+
 WORDS = ("the king queen castle river apple sword crown night day light dark stone tree "
          "horse ship sea wind fire water gold silver bread wine song dance war peace "
          "friend enemy father mother brother sister lord lady servant soldier").split()

@@ -3,6 +3,9 @@
 Formats follow the distributed files: P3 parquet (HF layout) and TFRecord
 (seqio cache layout: int64/bytes/float lists, info.{split}.json, stats.{split}.json),
 MetaICL jsonl, and Super-NaturalInstructions task JSON plus split lists.
+
+Tests on the real samples (small copies of the public files) find them at
+`SHARED_DATA` and carry `@needs_shared(...)`.
 """
 
 from __future__ import annotations
@@ -11,7 +14,29 @@ import json
 import os
 import pathlib
 
-SHARED_DATA = pathlib.Path("/work/shared/data")
+import pytest
+
+REPO = pathlib.Path(os.path.abspath(__file__)).parent.parent
+SHARED_DATA_VARIABLE = "HYPERT5_SHARED_DATA"
+
+
+def shared_data_root() -> pathlib.Path:
+  """The real data samples: $HYPERT5_SHARED_DATA, else shared/data beside the
+  repository root (../shared/data, where CI lays them out)."""
+  return pathlib.Path(os.environ.get(SHARED_DATA_VARIABLE) or REPO.parent / "shared" / "data")
+
+
+SHARED_DATA = shared_data_root()
+
+
+def needs_shared(relative: str):
+  """Decorates a test that reads SHARED_DATA/`relative`: it is marked `shared_data`
+  (conftest counts those that ran) and skipped, naming the folder, when that is absent."""
+  path = SHARED_DATA / relative
+  skip = pytest.mark.skipif(
+      not path.exists(), reason=f"no {path} (real data samples; set {SHARED_DATA_VARIABLE} to "
+      "the folder holding sni/, metaicl/ and p3/)")
+  return lambda test: skip(pytest.mark.shared_data(test))
 
 
 # ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_train
-from hypert5 import adapt, adapters, decoding, hf, t5
+from hypert5 import adapt, adapters, decoding, errors, hf, t5
 from hypert5.t5_config import get_size
 
 EXAMPLES = [("To be, or not to be: that is the question. Options: tiger, candle", "candle"),
@@ -77,6 +77,23 @@ def test_cli_writes_the_phi_of_one_forward_pass(tmp_path, tiny_hyper_run):
   result = run_adapt(f"--checkpoint={tiny_hyper_run}", f"--examples={path}",
                      f"--out={tmp_path / 'adapter'}")
   assert result.returncode == 1 and "adapter" in result.stderr
+
+
+def test_a_run_without_a_hypermodel_is_a_config_error(tmp_path, tiny_hyper_run):
+  with pytest.raises(errors.CheckpointError, match="not a training run"):
+    adapt.Hypermodel(str(tmp_path))
+  run = tmp_path / "baseline"
+  (run / "checkpoints").mkdir(parents=True)
+  config = json.load(open(os.path.join(tiny_hyper_run, "config.json")))
+  config["experiment"] = "shared_peft"
+  (run / "config.json").write_text(json.dumps(config))
+  with pytest.raises(errors.ConfigError, match=r"baseline: experiment 'shared_peft' has no "
+                                               "hypermodel"):
+    adapt.Hypermodel(str(run))
+  result = run_adapt(f"--checkpoint={run}", f"--examples={examples_file(tmp_path / 'x.jsonl')}",
+                     f"--out={tmp_path / 'adapter'}")
+  assert result.returncode == 1 and "has no hypermodel" in result.stderr
+  assert "Traceback" not in result.stderr and not (tmp_path / "adapter").exists()
 
 
 def test_examples_that_do_not_fit_are_dropped_whole(tiny_hyper_run, caplog):

@@ -12,7 +12,7 @@ import torch
 from transformers import T5ForConditionalGeneration
 
 from conftest import make_hf_t5
-from hypert5 import checkpoints, hf, score, t5
+from hypert5 import checkpoints, errors, hf, score, t5
 from hypert5.vocab import Vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +98,56 @@ def test_sharded_safetensors_index(tmp_path, hf_t5_dir):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype, stored", [(torch.bfloat16, "BF16"), (torch.float16, "F16")])
+def test_half_precision_checkpoint_written_by_transformers_loads_exactly(tmp_path, dtype, stored):
+  """transformers (5: always safetensors) saves bf16/fp16; we read it through the library."""
+  from safetensors import safe_open
+  model = make_hf_t5(tmp_path / "f32")
+  full = model.shared.weight.detach().numpy().copy()
+  model.to(dtype).save_pretrained(str(tmp_path / "half"))
+  path = str(tmp_path / "half" / "model.safetensors")
+  with safe_open(path, framework="pt") as f:
+    assert {f.get_slice(k).get_dtype() for k in f.keys()} == {stored}
+  cfg, params = hf.load_hf_checkpoint(str(tmp_path / "half"))
+  assert {x.dtype for x in __import__("jax").tree.leaves(params)} == {np.dtype(np.float32)}
+  ours = hf.to_hf_state_dict(params, cfg)
+  theirs = {k: v.float().numpy() for k, v in model.state_dict().items()}
+  assert set(ours) <= set(theirs) and "lm_head.weight" in ours
+  for key, value in ours.items():  # half -> float32 is exact, and so are the transposes
+    np.testing.assert_array_equal(value, theirs[key], err_msg=key)
+  assert not np.array_equal(ours["shared.weight"], full)  # the rounded values, not the originals
+
+
+def test_bf16_written_by_us_reads_back_in_torch(tmp_path):
+  import ml_dtypes
+  from safetensors.torch import load_file
+  values = np.random.RandomState(0).randn(3, 5).astype(np.float32)
+  hf.write_safetensors(str(tmp_path / "x.safetensors"),
+                       {"w": values.astype(ml_dtypes.bfloat16), "v": values})
+  back = hf.read_safetensors(str(tmp_path / "x.safetensors"))
+  assert back["w"].dtype == ml_dtypes.bfloat16 and back["v"].dtype == np.float32
+  np.testing.assert_array_equal(back["w"], values.astype(ml_dtypes.bfloat16))
+  loaded = load_file(str(tmp_path / "x.safetensors"))
+  assert loaded["w"].dtype == torch.bfloat16
+  np.testing.assert_array_equal(loaded["w"].float().numpy(),
+                                values.astype(ml_dtypes.bfloat16).astype(np.float32))
+  np.testing.assert_array_equal(loaded["v"].numpy(), values)
+
+
+def test_unreadable_safetensors_names_the_file(tmp_path, hf_t5_dir):
+  broken = tmp_path / "broken"
+  shutil.copytree(hf_t5_dir, broken)
+  (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+  with pytest.raises(errors.CheckpointError,
+                     match=r"broken/model\.safetensors: not a safetensors file"):
+    hf.load_hf_checkpoint(str(broken))
+  from safetensors.torch import save_file
+  save_file({"w": torch.zeros(2, dtype=torch.float8_e5m2)}, str(tmp_path / "f8.safetensors"))
+  with pytest.raises(errors.CheckpointError,
+                     match=r"f8\.safetensors: tensor 'w' has unsupported dtype F8_E5M2"):
+    hf.read_safetensors(str(tmp_path / "f8.safetensors"))
+
+
 def test_tied_checkpoint_without_lm_head(tmp_path):
   make_hf_t5(tmp_path, tie_word_embeddings=True, feed_forward_proj="relu")
   stored = hf.read_safetensors(str(tmp_path / "model.safetensors"))
@@ -124,16 +174,16 @@ def broken_copy(tmp_path, hf_t5_dir):
 
 
 def test_bad_checkpoints_give_one_clear_error(tmp_path, broken_copy):
-  with pytest.raises(hf.CheckpointError, match="no such checkpoint directory"):
+  with pytest.raises(errors.CheckpointError, match="no such checkpoint directory"):
     hf.load_hf_checkpoint(str(tmp_path / "missing"))
-  with pytest.raises(hf.CheckpointError, match=r"config\.json: model_type is 'bert'"):
+  with pytest.raises(errors.CheckpointError, match=r"config\.json: model_type is 'bert'"):
     hf.load_hf_checkpoint(broken_copy(edit_config=lambda c: c.update(model_type="bert")))
 
 
 def test_mismatched_shape_names_file_and_key(broken_copy):
   def shrink(t):
     t["decoder.block.1.layer.2.DenseReluDense.wo.weight"] = np.zeros((32, 40), np.float32)
-  with pytest.raises(hf.CheckpointError,
+  with pytest.raises(errors.CheckpointError,
                      match=r"model\.safetensors: key 'decoder\.block\.1\.layer\.2\.DenseReluDense"
                            r"\.wo\.weight' has shape \[32, 40\]"):
     hf.load_hf_checkpoint(broken_copy(edit_tensors=shrink))
@@ -142,14 +192,14 @@ def test_mismatched_shape_names_file_and_key(broken_copy):
 def test_unknown_key_names_file_and_key(broken_copy):
   def extra(t):
     t["encoder.block.7.layer.0.layer_norm.weight"] = np.ones(32, np.float32)
-  with pytest.raises(hf.CheckpointError, match=r"unknown key 'encoder\.block\.7\.layer\.0"):
+  with pytest.raises(errors.CheckpointError, match=r"unknown key 'encoder\.block\.7\.layer\.0"):
     hf.load_hf_checkpoint(broken_copy(edit_tensors=extra))
 
 
 def test_pickle_checkpoints_are_refused(tmp_path, hf_t5_dir):
   shutil.copy(os.path.join(hf_t5_dir, "config.json"), tmp_path)
   (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-  with pytest.raises(hf.CheckpointError, match="Pickle checkpoints are refused.*save_pretrained"):
+  with pytest.raises(errors.CheckpointError, match="Pickle checkpoints are refused.*save_pretrained"):
     hf.load_hf_checkpoint(str(tmp_path))
 
 

@@ -29,7 +29,7 @@ def test_split_sizes_and_registered_mixtures():
   assert metaicl.has_choices("glue-rte") and not metaicl.has_choices("gigaword")
 
 
-@pytest.mark.skipif(not SHARED_METAICL.exists(), reason="no /work/shared/data/metaicl")
+@fx.needs_shared("metaicl/config")
 def test_packaged_configs_are_the_shared_copies():
   for split in metaicl.SPLITS:
     assert ((SHARED_METAICL / f"{split}.json").read_bytes()

@@ -35,7 +35,7 @@ def test_t0_training_and_heldout_subsets():
   assert len(seqio.get_mixture_or_task("p3_heldout_score_eval_xonly").tasks) == 111
 
 
-@pytest.mark.skipif(not SHARED_P3.exists(), reason="no /work/shared/data/p3")
+@fx.needs_shared("p3")
 def test_packaged_metadata_are_the_shared_copies():
   for shared, packaged in (("datasets.csv", "p3_datasets.csv"), ("subsets.txt", "p3_subsets.txt")):
     assert (SHARED_P3 / shared).read_bytes() == (p3.DATA / packaged).read_bytes()

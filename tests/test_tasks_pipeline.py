@@ -9,7 +9,6 @@ import pytest
 import seqio
 
 import hypert5_tasks
-from hypert5_tasks import pipeline
 
 LENGTHS = {"hyper_inputs": 256, "inputs": 32, "targets": 4}
 MIXTURES = [
@@ -63,17 +62,6 @@ def uninterrupted():
 def test_same_seed_same_stream_so_skipping_resumes(uninterrupted):
   assert _same(uninterrupted[3:], list(_dataset(seed=7).skip(3).take(2).as_numpy_iterator()))
   assert not _same(uninterrupted[:1], _batches(1, seed=8))
-
-
-def test_resume_from_an_iterator_checkpoint(uninterrupted, tmp_path):
-  iterator = iter(_dataset(seed=7))
-  for _ in range(3):
-    next(iterator)
-  path = pipeline.save_iterator_state(iterator, str(tmp_path / "input"))
-  resumed = iter(_dataset(seed=7))
-  pipeline.restore_iterator_state(resumed, path)
-  after = [{k: v.numpy() for k, v in next(resumed).items()} for _ in range(2)]
-  assert _same(uninterrupted[3:], after)
 
 
 def test_shards_hold_different_tasks():

@@ -14,7 +14,7 @@ from hypert5_tasks import vocab
 
 LENGTHS = {"hyper_inputs": 2048, "inputs": 512, "targets": 64}
 SHARED_SNI = fx.SHARED_DATA / "sni"
-needs_shared = pytest.mark.skipif(not SHARED_SNI.exists(), reason="no /work/shared/data/sni")
+needs_shared = fx.needs_shared("sni")
 
 
 def _examples(name, split):
@@ -39,9 +39,8 @@ def test_packaged_split_lists_are_the_shared_copies():
 
 @pytest.fixture(scope="module")
 def real_sni(tmp_path_factory):
-  """The shared sample task files under the real layout, with split lists of just them."""
-  if not SHARED_SNI.exists():
-    pytest.skip("no /work/shared/data/sni")
+  """The shared sample task files under the real layout, with split lists of just them
+  (tests using it carry @needs_shared, which skips them when the samples are absent)."""
   root = tmp_path_factory.mktemp("sni")
   os.symlink(SHARED_SNI / "tasks", root / "tasks")
   names = {p.stem for p in (SHARED_SNI / "tasks").glob("*.json")}
@@ -59,6 +58,7 @@ def _task_json(name):
     return json.load(f)
 
 
+@needs_shared
 def test_real_def_and_def_pos2_contexts(real_sni):
   del real_sni
   name = "task1159_bard_analogical_reasoning_containers"
@@ -76,6 +76,7 @@ def test_real_def_and_def_pos2_contexts(real_sni):
   assert positives[2]["input"] not in pos2_context  # only the first two
 
 
+@needs_shared
 def test_real_test_tasks_keep_first_100_instances_and_all_references(real_sni):
   del real_sni
   name = "task1153_bard_analogical_reasoning_affordance"
@@ -91,6 +92,7 @@ def test_real_test_tasks_keep_first_100_instances_and_all_references(real_sni):
   assert len(mixture.tasks) == 6 and all(mixture.get_rate(t) == 1.0 for t in mixture.tasks)
 
 
+@needs_shared
 def test_real_train_tasks_quirks(real_sni):
   del real_sni
   # 77 instances in all, inputs starting with a space; a bare NaN in another file.

@@ -1,0 +1,53 @@
+"""The errors HyperT5 raises for bad input, in one place.
+
+Each message names what is wrong and where (file and line, key, parameter, or
+setting); the command-line tools print it and exit with status 1. Every class
+derives from `HyperT5Error`, so a caller can catch them together, and from the
+built-in exception it refines (mostly ValueError), so older callers still work.
+
+The modules that raise them re-export them under their old names
+(`adapters.AdapterError`, `score.DataError`, ...).
+"""
+
+from __future__ import annotations
+
+
+class HyperT5Error(Exception):
+  """Base of the errors below."""
+
+
+class ConfigError(HyperT5Error, ValueError):
+  """A configuration asks for what its experiment cannot do (for example phi from
+  an experiment that has no hypermodel)."""
+
+
+class CheckpointError(HyperT5Error, ValueError):
+  """A checkpoint that is missing, or cannot be read as the model it claims to be."""
+
+
+class DamagedCheckpoint(CheckpointError):
+  """A step folder whose files are incomplete (damaged outside Orbax's atomic save)."""
+
+
+class AdapterError(HyperT5Error, ValueError):
+  """An adapter that is malformed or does not fit the model; says which part."""
+
+
+class DataError(HyperT5Error, ValueError):
+  """A malformed line of an input file; the message names the file and line."""
+
+
+class ExamplesError(DataError):
+  """A malformed few-shot examples file; the message names the file and line."""
+
+
+class EvalError(HyperT5Error, ValueError):
+  """Bad evaluation input: unknown mixture, empty split, mismatched checkpoint."""
+
+
+class MeshError(HyperT5Error, ValueError):
+  """A mesh shape that does not fit the devices, or parameters that do not divide over it."""
+
+
+class TrainingDiverged(HyperT5Error, RuntimeError):
+  """The loss became NaN or Inf."""
