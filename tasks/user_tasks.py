@@ -50,6 +50,7 @@ from typing import Callable, Mapping, Sequence, Union
 
 from absl import logging
 import seqio
+import tensorflow as tf
 
 from hypert5 import metrics as metrics_lib
 from hypert5 import prompts
@@ -217,8 +218,6 @@ def fixed_context(task: UserTask, num_shots: int, seed: int) -> list[str]:
 
 
 def _reader(task: UserTask, task_name: str, num_shots: int, fewshot_seed: int):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-
   def read(split, shuffle, seed, shard):
     if split == "test":  # evaluation order is the file order
       context = fixed_context(task, num_shots, fewshot_seed)
