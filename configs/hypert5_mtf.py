@@ -9,6 +9,8 @@ starting from the hyperpretrained hypermodel of the same KIND and SCALE.
 arg: BENCHMARK,KIND,SCALE[,nohp]
   BENCHMARK: p3 | metaicl_hr_to_lr | metaicl_non_nli_to_nli | metaicl_non_class_to_class
              | sni_def | sni_def_pos2
+             | custom: your own mixture, --config.data.mixture=NAME_train (evaluated
+               on NAME_test; README "Your own tasks")
   KIND: prefix | lora        SCALE: large | xl | runlocal
   nohp: no hyperpretraining (the hypermodel starts as a copy of the downstream
         T5; the section 5.5 ablation)
@@ -39,15 +41,22 @@ benchmark's data must be present, or add --config.data.source=synthetic):
 from hypert5 import paper
 
 DEFAULT_ARG = "p3,prefix,large"
+CUSTOM = "custom"
 
 
 def get_config(arg=None):
   a = paper.parse_arg(arg or DEFAULT_ARG, "configs/hypert5_mtf.py",
-                      (("benchmark", tuple(paper.BENCHMARKS)), ("kind", paper.KINDS),
-                       ("scale", tuple(paper.SCALES))), flags=("nohp",))
+                      (("benchmark", tuple(paper.BENCHMARKS) + (CUSTOM,)),
+                       ("kind", paper.KINDS), ("scale", tuple(paper.SCALES))), flags=("nohp",))
   c = paper.base_config(a["scale"], total_steps=paper.MTF_STEPS)
   c.experiment = "hyper"
   c.peft.kind = a["kind"]
-  paper.set_benchmark(c, a["benchmark"])
+  if a["benchmark"] == CUSTOM:
+    # Every benchmark's lengths and split; the mixture is the user's
+    # (--config.data.mixture; hypert5.eval then reads its _test twin).
+    paper.set_benchmark(c, "p3")
+    c.data.mixture = c.eval.mixture = ""
+  else:
+    paper.set_benchmark(c, a["benchmark"])
   paper.set_hyperpretrained(c, a["kind"], a["scale"], hyperpretrained=not a["nohp"])
   return c

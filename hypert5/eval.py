@@ -10,13 +10,13 @@ few-shot set) and reuses it for every query of that task (the paper's
 inference mode, section 3.1); --save_phi writes those phi as adapters and
 --load_phi reuses them.
 
-Each benchmark is scored as its own evaluation does (hypert5.metrics):
-  p3        rank classification (summed answer log-likelihood, argmax); accuracy per
-            prompt, averaged per dataset, ANLI R1-R3 first, then the 8 datasets.
-  metaicl   greedy generation; Macro-F1 (classification) or accuracy, averaged over
-            the 5 seeds, then over the target tasks.
-  sni       greedy generation; ROUGE-L (and exact match), per task and averaged.
-  embedded  rank classification accuracy per held-out task, averaged.
+Each task is scored as it declares (its SeqIO `metric_fns` and `postprocess_fn`,
+hypert5_tasks/scoring.py): metric functions of (targets, scores) by rank
+classification (summed answer log-likelihood per choice, argmax), those of
+(targets, predictions) by greedy generation. The mixture's declared benchmark
+says how task scores add up (P3: ANLI rounds, then datasets; MetaICL: seeds,
+then tasks; S-NI: ROUGE-L with exact match; otherwise the mean over tasks) and
+which split is read. A newly registered mixture is evaluated the same way.
 Writes results.json, results.md and predictions.jsonl under --output, all at
 once at the end (no partial results).
 """
@@ -27,7 +27,6 @@ import collections
 import dataclasses
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -39,7 +38,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import adapters, checkpoints, cli, decoding, experiment, metrics, t5
+from hypert5 import adapters, checkpoints, cli, decoding, experiment, t5
 from hypert5.errors import CheckpointError, EvalError
 
 
@@ -84,17 +83,6 @@ def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
 # -- Data -----------------------------------------------------------------------
 
 
-def benchmark_of(mixture: str) -> str:
-  for prefix, name in (("p3_", "p3"), ("metaicl_", "metaicl"), ("sni_", "sni"),
-                       ("embedded_fewshot", "embedded"), ("embedded_constant", "embedded"),
-                       ("embedded_icl", "embedded")):
-    if mixture.startswith(prefix):
-      return name
-  raise EvalError(f"no evaluation protocol for mixture {mixture!r} (expected a p3_*, "
-                  "metaicl_*, sni_*, embedded_icl*, embedded_fewshot* or embedded_constant* test "
-                  "mixture)")
-
-
 def mixture_tasks(mixture: str, form: str) -> list:
   import seqio  # pylint: disable=import-outside-toplevel
   from hypert5 import data  # pylint: disable=import-outside-toplevel
@@ -124,9 +112,6 @@ def _strings(value) -> list[str]:
   return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in value]
 
 
-EVAL_SPLITS = {"p3": "validation"}  # P3's held-out *_score_eval subsets: validation
-
-
 _READ_CACHE: dict = {}  # (task, split, lengths, max_examples) -> examples
 
 
@@ -153,6 +138,7 @@ def _read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]
     example = {
         "inputs": list(raw["inputs"]), "targets": list(raw["targets"]),
         "inputs_pretokenized": _strings(raw["inputs_pretokenized"])[0],
+        "targets_pretokenized": _strings(raw["targets_pretokenized"])[0],
         "references": _strings(raw.get("references", raw["targets_pretokenized"])),
         "answer_choices": _strings(raw.get("answer_choices", [])),
         "label": int(raw.get("label", -1)),
@@ -282,36 +268,27 @@ def _until_eos(tokens, eos: int):
   return [t for t in out if t > 0]
 
 
-# -- Benchmarks -----------------------------------------------------------------
-
-_ANLI_ROUND = re.compile(r"_r([123])_score_eval$")
+# -- Metrics ----------------------------------------------------------------------
 
 
-def score_task(benchmark: str, task_name: str, examples, predictions) -> dict:
-  """{metric: value} for one task."""
-  if benchmark in ("p3", "embedded"):
-    labels = [e["label"] for e in examples]
-    scores = [p["scores"] for p in predictions]
-    return metrics.rank_classification_accuracy(labels, scores)
-  targets = [e["references"] for e in examples]
-  preds = [p["prediction"] for p in predictions]
-  if benchmark == "sni":
-    return {**metrics.rouge_l(targets, preds), **metrics.exact_match(targets, preds)}
-  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
-  base = metaicl_base_task(task_name)
-  if metaicl.task_configs().get(base, {}).get("task_type") == "classification":
-    return metrics.macro_f1([t[0] for t in targets], preds)
-  return metrics.accuracy(targets, preds)
+def score_task(task, examples: list[dict], outputs: dict[str, list[dict]]) -> dict:
+  """{metric: value} for one task from its declared metric functions.
 
-
-def metaicl_base_task(task_name: str) -> str:
-  """metaicl.glue_rte.seed13 -> glue-rte (the config key)."""
-  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
-  middle = base_task_name(task_name).split(".")[1]
-  for key in metaicl.task_configs():
-    if re.sub(r"[^\w]", "_", key) == middle:
-      return key
-  return middle
+  outputs: "rank" (Evaluator.rank) for score metrics, "generate"
+  (Evaluator.generate) for prediction metrics."""
+  targets = [task.postprocess_fn(e["targets_pretokenized"], example=e, is_target=True)
+             for e in examples]
+  values = {}
+  if task.score_metric_fns:
+    scores = [o["scores"] for o in outputs["rank"]]
+    for fn in task.score_metric_fns:
+      values.update(fn(targets, scores))
+  if task.predict_metric_fns:
+    predictions = [task.postprocess_fn(o["prediction"], example=e, is_target=False)
+                   for e, o in zip(examples, outputs["generate"])]
+    for fn in task.predict_metric_fns:
+      values.update(fn(targets, predictions))
+  return values
 
 
 def base_task_name(task_name: str) -> str:
@@ -323,65 +300,33 @@ def base_task_name(task_name: str) -> str:
   return task_name
 
 
-def aggregate(benchmark: str, per_task: dict[str, dict]) -> dict:
-  """The benchmark's headline numbers: per group (dataset / task) and the average."""
-  per_task = {base_task_name(k): v for k, v in per_task.items()}
-  main = {"p3": "accuracy", "embedded": "accuracy", "metaicl": None, "sni": "rouge_l"}[benchmark]
-  if benchmark == "p3":
-    from hypert5_tasks import p3  # pylint: disable=import-outside-toplevel
-    datasets = collections.defaultdict(list)
-    anli = collections.defaultdict(list)
-    for task, values in per_task.items():
-      subset = task.split(".", 1)[1]
-      hf_name, config = p3.dataset_of(subset) or (subset, "")
-      column = P3_COLUMNS.get((hf_name, config), hf_name)
-      if column == "ANLI":
-        anli[_ANLI_ROUND.search(subset).group(1) if _ANLI_ROUND.search(subset) else "?"].append(
-            values["accuracy"])
-      else:
-        datasets[column].append(values["accuracy"])
-    groups = {k: float(np.mean(v)) for k, v in datasets.items()}
-    if anli:
-      groups["ANLI"] = float(np.mean([np.mean(v) for v in anli.values()]))
-    ordered = {c: groups[c] for c in P3_ORDER if c in groups}
-    return {"groups": ordered, "average": float(np.mean(list(ordered.values())))}
-  if benchmark == "metaicl":
-    by_task = collections.defaultdict(list)
-    for task, values in per_task.items():
-      by_task[metaicl_base_task(task)].append(next(iter(values.values())))
-    groups = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
-    return {"groups": groups, "average": float(np.mean(list(groups.values())))}
-  groups = {task: values[main] for task, values in per_task.items()}
-  out = {"groups": groups, "average": float(np.mean(list(groups.values())))}
-  if benchmark == "sni":
-    out["exact_match"] = float(np.mean([v["exact_match"] for v in per_task.values()]))
-  return out
-
-
-P3_ORDER = ("ANLI", "HSwag", "CB", "COPA", "RTE", "WiC", "WSC", "WGD")
-P3_COLUMNS = {("anli", ""): "ANLI", ("hellaswag", ""): "HSwag", ("super_glue", "cb"): "CB",
-              ("super_glue", "copa"): "COPA", ("super_glue", "rte"): "RTE",
-              ("super_glue", "wic"): "WiC", ("super_glue", "wsc.fixed"): "WSC",
-              ("winogrande", "winogrande_xl"): "WGD", ("winogrande", "winogrande_debiased"): "WGD"}
+def aggregate(benchmark, per_task: dict[str, dict]) -> dict:
+  """The benchmark's headline numbers (groups and average) from per-task scores."""
+  return benchmark.aggregate({base_task_name(k): v for k, v in per_task.items()})
 
 
 def format_table(benchmark: str, rows: dict[str, dict]) -> str:
   """Markdown table in the shape of the paper's Tables 1 (P3), 3 (MetaICL) and 4 (S-NI):
-  one row per model, one column per dataset/task group, then the average."""
+  one row per model, one column per dataset/task group, then the average.
+
+  benchmark: its name (results["benchmark"]); its declaration says whether groups
+  get columns and what stands beside the average."""
+  from hypert5_tasks import scoring  # pylint: disable=import-outside-toplevel
+  spec = scoring.find(benchmark)
   columns = []
   for result in rows.values():
     for group in result["groups"]:
       if group not in columns:
         columns.append(group)
-  if benchmark == "sni" or len(columns) > 12:  # too many tasks: averages only
+  if not spec.table_groups or len(columns) > 12:  # too many tasks: averages only
     columns = []
   header = ["Model"] + columns + ["Avg"]
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" + "---:|" * (len(header) - 1)]
   for name, result in rows.items():
     cells = [f"{result['groups'].get(c, float('nan')):.1f}" for c in columns]
     cells.append(f"{result['average']:.1f}")
-    if benchmark == "sni":
-      cells[-1] += f" (EM {result.get('exact_match', float('nan')):.1f})"
+    for label, key in spec.table_extras:
+      cells[-1] += f" ({label} {result.get(key, float('nan')):.1f})"
     lines.append("| " + " | ".join([name] + cells) + " |")
   return "\n".join(lines)
 
@@ -395,8 +340,8 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
              context_of: Callable[[str], str] | None = None) -> tuple[dict, list[dict]]:
   """(results, predictions) of one model on config.eval.mixture (see evaluate_params)."""
   models = experiment.build_models(config)
-  benchmark_of(eval_mixture(config))  # unknown mixtures fail before loading
-  mixture_tasks(eval_mixture(config), experiment.data_form(config))
+  # Unknown mixtures and tasks without metrics fail before loading.
+  declared(mixture_tasks(eval_mixture(config), experiment.data_form(config)))
   params = load_params(config, checkpoint, models)
   results, predictions = evaluate_params(config, models, params, name=name,
                                          per_query_phi=per_query_phi, save_phi=save_phi,
@@ -404,6 +349,16 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
                                          context_of=context_of)
   results["checkpoint"] = os.path.abspath(checkpoint)
   return results, predictions
+
+
+def declared(tasks: list) -> list:
+  """`tasks`, each checked to declare how it is scored."""
+  from hypert5_tasks import scoring  # pylint: disable=import-outside-toplevel
+  try:
+    scoring.check_declared(tasks)
+  except ValueError as e:
+    raise EvalError(str(e)) from None
+  return tasks
 
 
 def eval_mixture(config) -> str:
@@ -425,10 +380,11 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
   left out) of the time spent scoring a task's queries, phi generation included,
   divided by their number."""
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import scoring  # pylint: disable=import-outside-toplevel
   mixture = eval_mixture(config)
-  benchmark = benchmark_of(mixture)
   form = experiment.data_form(config)
-  tasks = mixture_tasks(mixture, form)
+  tasks = declared(mixture_tasks(mixture, form))
+  benchmark = scoring.benchmark_of(mixture)
   by_name = {task.name: task for task in tasks}
   if config.eval.max_tasks:
     tasks = tasks[:config.eval.max_tasks]
@@ -439,7 +395,7 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
                         config.eval.max_decode_length or config.data.targets_length,
                         per_query_phi=per_query_phi)
   per_task, predictions, seconds_per_query = {}, [], []
-  split = config.eval.split or EVAL_SPLITS.get(benchmark, "test")
+  split = config.eval.split or benchmark.split
   for task in tqdm(tasks, desc=f"eval {mixture}", disable=not progress, unit="task"):
     examples = read_task(task, split, lengths, config.eval.max_examples)
     if context_of is not None and models.hyper is not None:
@@ -453,21 +409,23 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
                                      models.downstream.config)
       evaluator.phi_cache[tuple(examples[0]["hyper_inputs"])] = jax.tree.map(jnp.asarray, phi)
     start = time.perf_counter()
-    if benchmark in ("p3", "embedded"):
-      outputs = evaluator.rank(examples)
-    else:
-      outputs = evaluator.generate(examples)
+    outputs = {}
+    if task.score_metric_fns:
+      outputs["rank"] = evaluator.rank(examples)
+    if task.predict_metric_fns:
+      outputs["generate"] = evaluator.generate(examples)
     seconds_per_query.append((time.perf_counter() - start) / len(examples))
-    per_task[task.name] = score_task(benchmark, task.name, examples, outputs)
+    per_task[task.name] = score_task(task, examples, outputs)
     if save_phi and models.hyper is not None:
       adapters.save_native(os.path.join(save_phi, task.name),
                            evaluator.phi_for(examples[0]["hyper_inputs"]),
                            models.downstream.peft_config, models.downstream.config)
-    for e, o in zip(examples, outputs):
+    shown = outputs.get("generate") or outputs["rank"]
+    for e, o in zip(examples, shown):
       predictions.append({"task": task.name, "inputs": e["inputs_pretokenized"],
                           "references": e["references"], "prediction": o["prediction"]})
-  results = {"name": name or config.experiment, "benchmark": benchmark, "mixture": mixture,
-             "experiment": config.experiment,
+  results = {"name": name or config.experiment, "benchmark": benchmark.name,
+             "mixture": mixture, "experiment": config.experiment,
              "tasks": per_task, **aggregate(benchmark, per_task),
              "seconds_per_query": float(np.median(seconds_per_query[1:] or seconds_per_query))}
   return results, predictions

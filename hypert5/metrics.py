@@ -1,7 +1,8 @@
 """Benchmark metrics as SeqIO-style functions: fn(targets, predictions) -> {name: 0-100}.
 
 Each benchmark is scored the way its own evaluation code scores it, so numbers
-are comparable with the paper's tables:
+are comparable with the paper's tables (the tasks declare which, as their
+SeqIO `metric_fns`; see hypert5_tasks/scoring.py):
 
   S-NI     `rouge_l` (the headline number) and `exact_match`, as the official
            natural-instructions `eval/automatic/evaluation.py` (default English
@@ -162,19 +163,20 @@ def macro_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict:
 # P3.
 
 
-def rank_classification_accuracy(labels: Sequence[int],
+def rank_classification_accuracy(targets: Sequence[int],
                                  scores: Sequence[Sequence[float]]) -> dict:
   """Rank classification x100: the highest-scoring choice is the correct one.
 
-  labels: per example, the index of the correct choice.
+  A SeqIO score metric (its arguments are named so).
+  targets: per example, the index of the correct choice (its label).
   scores: per example, one log-likelihood per answer choice (the sum over the
     answer's tokens, no length normalization); examples may have different
     numbers of choices. Ties go to the first choice (argmax), and -inf is a
     valid score; NaN is an error.
   """
-  n = _check_lengths(labels, scores)
+  n = _check_lengths(targets, scores)
   correct = 0
-  for i, (label, choice_scores) in enumerate(zip(labels, scores)):
+  for i, (label, choice_scores) in enumerate(zip(targets, scores)):
     choice_scores = np.asarray(choice_scores, dtype=np.float64)
     if choice_scores.ndim != 1 or choice_scores.size == 0:
       raise ValueError(f"example {i}: expected a non-empty list of choice scores, "

@@ -48,6 +48,7 @@ from hypert5_tasks import embedded_rules as rules_lib
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
@@ -334,6 +335,11 @@ CONTROL = BenchmarkConfig(name="embedded_constant", families=("constant",),
 BENCHMARKS = {NAME: BenchmarkConfig(), CONTROL.name: CONTROL}
 
 
+# Every task is scored by rank classification over its two choices; results are
+# the accuracy per held-out task and their mean.
+BENCHMARK = scoring.Benchmark("embedded")
+
+
 def train_task_name(config: BenchmarkConfig) -> str:
   return f"{config.name}.train"
 
@@ -386,10 +392,12 @@ def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
       sources.ReaderSource(_train_reader(config), ("train",), "embedded few-shot training tasks"),
       vocabulary,
       context_preprocessors=[functools.partial(fewshot.draw_within_task,
-                                               num_shots=fewshot.NUM_SHOTS)])
+                                               num_shots=fewshot.NUM_SHOTS)],
+      **scoring.RANK_ACCURACY)
   names = heldout_task_names(config)
   for index, name in enumerate(names):
     forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
-                                              f"embedded held-out task {name}"), vocabulary)
+                                              f"embedded held-out task {name}"), vocabulary,
+                   **scoring.RANK_ACCURACY)
   forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
-  forms.add_mixture(test_mixture_name(config), names)
+  forms.add_mixture(test_mixture_name(config), names, benchmark=BENCHMARK)

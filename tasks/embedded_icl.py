@@ -59,6 +59,7 @@ import numpy as np
 from hypert5 import prompts
 from hypert5_tasks import forms
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
@@ -446,25 +447,33 @@ def _heldout_reader(config: BenchmarkConfig, index: int, instructed: bool = Fals
   return read
 
 
+# Every task (its examples all carry their two choices) is scored by rank
+# classification; results are the accuracy per held-out task and their mean.
+SCORING = scoring.RANK_ACCURACY
+BENCHMARK = scoring.Benchmark("embedded")
+
+
 def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
   """Registers the training, skills and held-out tasks and their mixtures; generates nothing."""
   vocabulary = vocab_lib.embedded_vocabulary()
   forms.add_task(train_task_name(config), sources.ReaderSource(
       _records_reader(functools.partial(train_records, config)), ("train",),
-      "embedded in-context training tasks"), vocabulary)
+      "embedded in-context training tasks"), vocabulary, **SCORING)
   forms.add_task(skills_task_name(config), sources.ReaderSource(
       _records_reader(functools.partial(skill_records, config)), ("train",),
-      "embedded in-context skills (instructed)"), vocabulary, forms=("xonly",))
+      "embedded in-context skills (instructed)"), vocabulary, forms=("xonly",), **SCORING)
   names = heldout_task_names(config)
   for index, name in enumerate(names):
     forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
-                                              f"embedded held-out task {name}"), vocabulary)
+                                              f"embedded held-out task {name}"), vocabulary,
+                   **SCORING)
   for index, name in enumerate(names):
     forms.add_task(name.replace(".", ".instructed_", 1), sources.ReaderSource(
         _heldout_reader(config, index, instructed=True), ("train", "test"),
-        f"embedded held-out task {name}, instructed"), vocabulary, forms=("xonly",))
+        f"embedded held-out task {name}, instructed"), vocabulary, forms=("xonly",), **SCORING)
   forms.add_mixture(instructed_mixture_name(config),
-                    [name.replace(".", ".instructed_", 1) for name in names], forms=("xonly",))
+                    [name.replace(".", ".instructed_", 1) for name in names], forms=("xonly",),
+                    benchmark=BENCHMARK)
   forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
   forms.add_mixture(f"{config.name}_skills", [skills_task_name(config)], forms=("xonly",))
-  forms.add_mixture(test_mixture_name(config), names)
+  forms.add_mixture(test_mixture_name(config), names, benchmark=BENCHMARK)

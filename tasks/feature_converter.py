@@ -29,14 +29,10 @@ import tensorflow as tf
 
 FeatureSpec = seqio.FeatureConverter.FeatureSpec
 
-# Scalar features that may be kept (their dtype): task metadata, and the row ids
-# that `pipeline.expand_answer_choices` adds for rank classification.
+# Scalar features that may be kept (their dtype): task metadata.
 KEEPABLE_FEATURES = {
     "task_name": tf.string,
     "label": tf.int32,
-    "example_index": tf.int64,
-    "choice_index": tf.int32,
-    "is_correct": tf.int32,
 }
 
 

@@ -8,7 +8,8 @@
                               for the context's sake.
   xonly   (T5-MTF)            no hyper_inputs; inputs = x.
 
-A task registered under base name B exists as B (hyper), B_concat and B_xonly;
+A task registered under base name B exists as B (hyper), B_concat and B_xonly,
+each scored as the task declares (`metric_fns`, `postprocess_fn`; scoring.py);
 each mixture M likewise as M, M_concat, M_xonly (`pipeline.get_dataset(...,
 form=...)` picks one). The downstream-only forms have no hyper_inputs feature,
 so their mixtures can be packed.
@@ -31,6 +32,7 @@ import tensorflow as tf
 
 from hypert5_tasks import fewshot
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 
 FORMS = ("hyper", "concat", "xonly")
 FORM_SUFFIX = {"hyper": "", "concat": "_concat", "xonly": "_xonly"}
@@ -125,11 +127,14 @@ def _replace_task(name: str, **kwargs) -> None:
 
 def add_task(base_name: str, source: seqio.DataSource, vocabulary: seqio.Vocabulary, *,
              context_preprocessors: Sequence[Callable] = (), forms: Sequence[str] = FORMS,
-             shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE) -> None:
+             shuffle_buffer_size: int = SHUFFLE_BUFFER_SIZE,
+             metric_fns: Sequence[Callable] = (),
+             postprocess_fn: Callable | None = None) -> None:
   """Registers a records task in each form.
 
   context_preprocessors attach contexts (e.g. `fewshot.draw_within_task`); the
-  xonly form skips them, it needs no context.
+  xonly form skips them, it needs no context. metric_fns and postprocess_fn:
+  how the task is scored, SeqIO's way (scoring.py); every form is scored alike.
   """
   for form in forms:
     preprocessors = list(context_preprocessors) if form != "xonly" else []
@@ -137,19 +142,22 @@ def add_task(base_name: str, source: seqio.DataSource, vocabulary: seqio.Vocabul
                       seqio.preprocessors.append_eos_after_trim]
     _replace_task(name_for(base_name, form), source=source,
                   output_features=output_features(form, vocabulary),
-                  preprocessors=preprocessors, shuffle_buffer_size=shuffle_buffer_size)
+                  preprocessors=preprocessors, shuffle_buffer_size=shuffle_buffer_size,
+                  metric_fns=list(metric_fns), postprocess_fn=postprocess_fn)
 
 
 Rate = float | Callable[[str], float]
 
 
 def add_mixture(name: str, base_task_names: Sequence[str], rate: Rate = 1.0, *,
-                forms: Sequence[str] = FORMS) -> None:
+                forms: Sequence[str] = FORMS,
+                benchmark: scoring.Benchmark | None = None) -> None:
   """Registers mixture `name` (and its form variants) over tasks registered by `add_task`.
 
   rate: a number, or a function of the task's base name evaluated lazily when the
   mixture's dataset is built (used for size-proportional rates and for filters
   that need the data, which give rate 0). No tasks, no mixture.
+  benchmark: how an evaluation mixture's results add up (scoring.Benchmark).
   """
   if not base_task_names:
     return  # e.g. a split file listing no task
@@ -163,3 +171,5 @@ def add_mixture(name: str, base_task_names: Sequence[str], rate: Rate = 1.0, *,
     mixture = name_for(name, form)
     seqio.MixtureRegistry.remove(mixture)
     seqio.MixtureRegistry.add(mixture, [(name_for(b, form), task_rate(b)) for b in base_task_names])
+    if benchmark is not None:
+      scoring.set_benchmark(mixture, benchmark)

@@ -14,8 +14,10 @@ Target tasks are evaluated for k=16 and seeds 100, 13, 21, 42, 87: the few-shot
 set is the 16 lines of {task}_16_{seed}_train.jsonl, fixed for the task and seed,
 and the queries are {task}_16_{seed}_test.jsonl. Registered as
 `metaicl.{task}.seed{seed}` (split "test"); the evaluator gets one phi per task
-and seed. Classification and multi-choice tasks are scored by rank
-classification over each line's options; free-form ones have no choices.
+and seed. Scoring: greedy generation, as MetaICL's evaluation; Macro-F1 for
+classification tasks, accuracy (stripped exact match) for the others (each
+line's options are kept as the example's answer choices). Results
+(`BENCHMARK`): each task's score averaged over the 5 seeds, then over tasks.
 
 Mixtures: metaicl_{split}_train (rates: the number of training lines) and
 metaicl_{split}_test, each also _concat and _xonly.
@@ -31,15 +33,19 @@ import functools
 import json
 import os
 import pathlib
+import re
 from typing import Mapping, Sequence
 
 from absl import logging
+import numpy as np
 import seqio
 
+from hypert5 import metrics
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
 from hypert5_tasks import locations
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
@@ -70,6 +76,35 @@ def task_configs() -> dict[str, dict]:
 def has_choices(task: str) -> bool:
   """Classification and multi-choice tasks are scored over their options."""
   return task_configs().get(task, {}).get("task_type") in ("classification", "multi-choice")
+
+
+def scoring_of(task: str) -> dict:
+  """add_task's scoring arguments: Macro-F1 for classification, else accuracy."""
+  if task_configs().get(task, {}).get("task_type") == "classification":
+    return scoring.generation(metrics.macro_f1)
+  return scoring.generation(metrics.accuracy)
+
+
+def config_key(task_name: str) -> str:
+  """A registered task's MetaICL task: metaicl.glue_rte.seed13 -> glue-rte."""
+  middle = task_name.split(".")[1]
+  for key in task_configs():
+    if re.sub(r"[^\w]", "_", key) == middle:
+      return key
+  return middle
+
+
+def aggregate(per_task: scoring.PerTask) -> dict:
+  """Each MetaICL task's score (its one metric) averaged over its seeds, then the
+  mean over tasks."""
+  by_task = {}
+  for name, values in per_task.items():
+    by_task.setdefault(config_key(name), []).append(next(iter(values.values())))
+  groups = {t: float(np.mean(v)) for t, v in sorted(by_task.items())}
+  return {"groups": groups, "average": float(np.mean(list(groups.values())))}
+
+
+BENCHMARK = scoring.Benchmark("metaicl", aggregate)
 
 
 def jsonl_path(root: str, task: str, k: int, seed: int, split: str) -> str:
@@ -175,7 +210,7 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
       if name not in registered:
         forms.add_task(name, sources.ReaderSource(train_reader(root, task, name), ("train",),
                                                   f"MetaICL {task} under {root}"),
-                       vocabulary, context_preprocessors=[draw])
+                       vocabulary, context_preprocessors=[draw], **scoring_of(task))
         registered.add(name)
     for task in config["test"]:
       for seed in TEST_SEEDS:
@@ -183,7 +218,7 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
         if name not in registered:
           forms.add_task(name, sources.ReaderSource(test_reader(root, task, seed, name),
                                                     ("test",), f"MetaICL {task} under {root}"),
-                         vocabulary)
+                         vocabulary, **scoring_of(task))
           registered.add(name)
 
     def rate(name, tasks=tuple(config["train"])):
@@ -194,4 +229,5 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
     forms.add_mixture(f"{mixture_prefix}_{split}_train",
                       [train_task_name(t, prefix) for t in config["train"]], rate)
     forms.add_mixture(f"{mixture_prefix}_{split}_test",
-                      [test_task_name(t, s, prefix) for t in config["test"] for s in TEST_SEEDS])
+                      [test_task_name(t, s, prefix) for t in config["test"] for s in TEST_SEEDS],
+                      benchmark=BENCHMARK)

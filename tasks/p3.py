@@ -26,6 +26,12 @@ the validation split, one per example with its answer choices and label; the
 few-shot set is fixed per subset: 16 examples drawn (seed 0) from the first
 8,192 rows of the subset's own train split, with their correct choice as output.
 
+Scoring: held-out subsets by rank classification accuracy over their answer
+choices; training subsets (for a look at training tasks) by generation,
+MetaICL's exact accuracy. Results (`BENCHMARK`): accuracy per subset, averaged
+per dataset (the ANLI prompts per round first, then the three rounds), in the
+order of the paper's Table 1.
+
 Streaming: parquet and tfrecord rows are read by a Python generator, so P3
 pipelines are resumed by skipping batches, not by tf.data iterator checkpoints.
 Sharding: parquet files are split into row ranges (a host opens only the row
@@ -49,10 +55,12 @@ from absl import logging
 import numpy as np
 import seqio
 
+from hypert5 import metrics
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
 from hypert5_tasks import locations
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
@@ -358,6 +366,43 @@ def eval_reader(root: str | None, subset: str, task_name: str, num_shots: int, f
 
 
 # ---------------------------------------------------------------------------
+# Scoring.
+
+TABLE_ORDER = ("ANLI", "HSwag", "CB", "COPA", "RTE", "WiC", "WSC", "WGD")
+TABLE_COLUMNS = {("anli", ""): "ANLI", ("hellaswag", ""): "HSwag", ("super_glue", "cb"): "CB",
+                 ("super_glue", "copa"): "COPA", ("super_glue", "rte"): "RTE",
+                 ("super_glue", "wic"): "WiC", ("super_glue", "wsc.fixed"): "WSC",
+                 ("winogrande", "winogrande_xl"): "WGD",
+                 ("winogrande", "winogrande_debiased"): "WGD"}
+_ANLI_ROUND = re.compile(r"_r([123])_score_eval$")
+
+
+def aggregate(per_task: scoring.PerTask) -> dict:
+  """Accuracy per dataset (its prompts' mean; ANLI: per round, then the rounds'
+  mean), in Table 1's order, and the mean over datasets."""
+  datasets, anli = {}, {}
+  for task, values in per_task.items():
+    subset = task.split(".", 1)[1]
+    hf_name, config = dataset_of(subset) or (subset, "")
+    column = TABLE_COLUMNS.get((hf_name, config), hf_name)
+    if column == "ANLI":
+      found = _ANLI_ROUND.search(subset)
+      anli.setdefault(found.group(1) if found else "?", []).append(values["accuracy"])
+    else:
+      datasets.setdefault(column, []).append(values["accuracy"])
+  groups = {k: float(np.mean(v)) for k, v in datasets.items()}
+  if anli:
+    groups["ANLI"] = float(np.mean([np.mean(v) for v in anli.values()]))
+  ordered = {c: groups[c] for c in TABLE_ORDER if c in groups}
+  return {"groups": ordered, "average": float(np.mean(list(ordered.values())))}
+
+
+# The held-out *_score_eval subsets are scored on their validation split (test
+# labels are hidden).
+BENCHMARK = scoring.Benchmark("p3", aggregate, split="validation")
+
+
+# ---------------------------------------------------------------------------
 # Registration.
 
 
@@ -392,17 +437,19 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
         name, sources.ReaderSource(train_reader(root, subset, name), ("train", "validation"),
                                    f"P3 {subset} under {root}"),
         vocabulary,
-        context_preprocessors=[functools.partial(fewshot.draw_within_task, num_shots=num_shots)])
+        context_preprocessors=[functools.partial(fewshot.draw_within_task, num_shots=num_shots)],
+        **scoring.generation(metrics.accuracy))
   for subset in eval_subsets:
     name = task_name(subset, prefix)
     forms.add_task(
         name, sources.ReaderSource(eval_reader(root, subset, name, num_shots, fewshot_seed),
                                    ("validation", "test"), f"P3 {subset} under {root}"),
-        vocabulary)
+        vocabulary, **scoring.RANK_ACCURACY)
   prefix_length = len(prefix) + 1
   if train_subsets:
     forms.add_mixture(train_mixture, [task_name(s, prefix) for s in train_subsets],
                       lambda name: training_rate(root, name[prefix_length:],
                                                  max_average_input_tokens))
   if eval_subsets:
-    forms.add_mixture(eval_mixture, [task_name(s, prefix) for s in eval_subsets])
+    forms.add_mixture(eval_mixture, [task_name(s, prefix) for s in eval_subsets],
+                      benchmark=BENCHMARK)

@@ -15,12 +15,9 @@ the train loop does (hypert5.data.train_batches); exact for every mixture. (A
 tf.data iterator checkpoint would be instant, but P3 streams its files through
 a Python generator, which tf.data cannot checkpoint.)
 
-Rank classification. `rank_classification=True` turns every example with
-answer choices into one row per choice (targets = that choice), with
-example_index, choice_index and is_correct kept in the batch; score each row
-by its summed target log-likelihood and pick the best choice per example.
-Evaluate a mixture task by task (`seqio.get_mixture_or_task(name).tasks`):
-each held-out task has one fixed few-shot set, so one phi per task.
+Evaluation reads tasks one by one (`hypert5.eval`), not through this function:
+each held-out task has one fixed few-shot set, so one phi per task, and the
+task says how it is scored (hypert5_tasks/scoring.py).
 """
 
 from __future__ import annotations
@@ -40,42 +37,12 @@ def process_shard() -> tuple[int, int]:
   return jax.process_index(), jax.process_count()
 
 
-def expand_answer_choices(dataset: tf.data.Dataset, vocabulary: seqio.Vocabulary,
-                          max_target_length: int | None = None) -> tf.data.Dataset:
-  """Examples with C answer choices -> C rows whose targets are the choices (EOS-terminated).
-
-  Adds example_index (position in this stream), choice_index and is_correct;
-  examples without choices are dropped.
-  """
-  eos = tf.constant([vocabulary.eos_id], tf.int32)
-
-  @tf.autograph.experimental.do_not_convert
-  def rows(example_index, example):
-    choices = example["answer_choices"]
-
-    @tf.autograph.experimental.do_not_convert
-    def row(choice_index):
-      choice_index = tf.cast(choice_index, tf.int32)
-      ids = vocabulary.encode_tf(choices[choice_index])
-      if max_target_length:
-        ids = ids[:max_target_length - 1]
-      out = dict(example)
-      out.update(targets=tf.concat([ids, eos], 0), targets_pretokenized=choices[choice_index],
-                 example_index=example_index, choice_index=choice_index,
-                 is_correct=tf.cast(tf.equal(choice_index, example["label"]), tf.int32))
-      return out
-
-    return tf.data.Dataset.range(tf.size(choices, out_type=tf.int64)).map(row)
-
-  return dataset.enumerate().flat_map(rows)
-
-
 def get_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
                 split: str = "train", *, shard_index: int = 0, num_shards: int = 1,
                 seed: int = 0, shuffle: bool = True, pack: bool = False, form: str = "hyper",
                 num_epochs: int | None = None, batch_size: int | None = None,
-                drop_remainder: bool = True, keep_features: Sequence[str] = (),
-                rank_classification: bool = False) -> tf.data.Dataset:
+                drop_remainder: bool = True, keep_features: Sequence[str] = ()
+                ) -> tf.data.Dataset:
   """Model features of one shard of a mixture (or task), optionally batched.
 
   form: "hyper", "concat" or "xonly" picks the mixture variant (name + suffix,
@@ -96,9 +63,6 @@ def get_dataset(mixture_or_task_name: str, task_feature_lengths: Mapping[str, in
       sequence_length=lengths, split=split, use_cached=False, shuffle=shuffle, seed=seed,
       shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
       num_epochs=num_epochs)
-  if rank_classification:
-    vocabulary = provider.output_features["targets"].vocabulary
-    dataset = expand_answer_choices(dataset, vocabulary, lengths.get("targets"))
   dataset = converter(dataset, task_feature_lengths=lengths)
   if batch_size is not None:
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

@@ -23,6 +23,10 @@ seed fixed by the task name (as Tk-Instruct's 100 per task); target = first outp
 Mixtures: sni_def_train, sni_def_test, sni_def_pos2_train, sni_def_pos2_test
 (and their _concat/_xonly forms), one task `sni_{setting}.{task}` per S-NI task.
 
+Scoring: greedy generation; ROUGE-L (the headline) and exact match against
+every reference. Results (`BENCHMARK`): ROUGE-L per task and its mean, with
+the mean exact match beside it.
+
 English only: a task whose Input/Output/Instruction languages are not all
 English gets mixing rate 0 (logged) and so is skipped by the mixtures.
 
@@ -47,11 +51,13 @@ from absl import logging
 import numpy as np
 import seqio
 
+from hypert5 import metrics
 from hypert5 import prompts
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
 from hypert5_tasks import locations
 from hypert5_tasks import records as records_lib
+from hypert5_tasks import scoring
 from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
@@ -190,6 +196,20 @@ def english_rate(root: str | None, entry: TaskListEntry, split: str) -> float:
   return 1.0
 
 
+SCORING = scoring.generation(metrics.rouge_l, metrics.exact_match)
+
+
+def aggregate(per_task: scoring.PerTask) -> dict:
+  """ROUGE-L per task and the mean; the mean exact match beside it."""
+  out = scoring.mean_over_tasks({t: {"rouge_l": v["rouge_l"]} for t, v in per_task.items()})
+  out["exact_match"] = float(np.mean([v["exact_match"] for v in per_task.values()]))
+  return out
+
+
+BENCHMARK = scoring.Benchmark("sni", aggregate, table_groups=False,
+                              table_extras=(("EM", "exact_match"),))
+
+
 def task_name(setting: str, task: str, prefix: str = "sni") -> str:
   return f"{prefix}_{setting}.{forms.safe_name(task)}"
 
@@ -225,9 +245,10 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
       name = task_name(setting, task, prefix)
       forms.add_task(name, sources.ReaderSource(
           _reader_by_split(root, {s: entry_of[task, s] for s in splits}, setting, name),
-          tuple(splits), f"S-NI {task} under {root}"), vocabulary)
+          tuple(splits), f"S-NI {task} under {root}"), vocabulary, **SCORING)
     for split, split_entries in entries.items():
       by_name = {task_name(setting, e.name, prefix): e for e in split_entries}
       forms.add_mixture(f"{prefix}_{setting}_{split}", list(by_name),
                         lambda name, by_name=by_name, split=split: english_rate(
-                            root, by_name[name], split))
+                            root, by_name[name], split),
+                        benchmark=BENCHMARK if split == "test" else None)

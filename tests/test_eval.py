@@ -16,7 +16,7 @@ from conftest import REPO, TINY_CONFIG
 from hypert5 import cli, decoding, eval as eval_lib, experiment, score, t5
 from hypert5.t5_config import get_size
 from hypert5.vocab import Vocabulary
-from hypert5_tasks import metaicl, p3, sni, vocab as task_vocab
+from hypert5_tasks import metaicl, p3, scoring, sni, vocab as task_vocab
 
 
 def tiny_config(**changes):
@@ -127,12 +127,17 @@ def test_metaicl_averages_seeds_then_tasks_and_uses_macro_f1():
       name = f"metaicl.{task.replace('-', '_')}.seed{seed}"
       targets = ["positive", "negative", "positive", "negative", "positive"]
       preds = ["positive"] * 5 if seed == 13 else targets
-      per_task[name] = eval_lib.score_task("metaicl", name, [{"references": [t]} for t in targets],
-                                           [{"prediction": p} for p in preds])
+      # Scored as the registered task declares (its metric_fns and postprocess_fn).
+      per_task[name] = eval_lib.score_task(
+          seqio.get_mixture_or_task(name),
+          [{"targets_pretokenized": t, "references": [t]} for t in targets],
+          {"generate": [{"prediction": p} for p in preds]})
   # glue-rte is a classification task: Macro-F1 (never-predicted class: precision 1, F1 0).
   assert per_task["metaicl.glue_rte.seed13"] == {"macro_f1": pytest.approx(37.5)}
   assert per_task["metaicl.ai2_arc.seed13"] == {"accuracy": 60.0}
-  summary = eval_lib.aggregate("metaicl", per_task)
+  benchmark = scoring.benchmark_of("metaicl_hr_to_lr_test")
+  assert benchmark.name == "metaicl" and scoring.benchmark_of("metaicl_hr_to_lr_test_xonly") == benchmark
+  summary = eval_lib.aggregate(benchmark, per_task)
   assert summary["groups"]["glue-rte"] == pytest.approx((4 * 100 + 37.5) / 5)
   assert summary["groups"]["ai2_arc"] == pytest.approx((4 * 100 + 60) / 5)
   assert summary["average"] == pytest.approx((summary["groups"]["glue-rte"]

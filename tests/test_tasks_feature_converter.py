@@ -95,18 +95,3 @@ def test_keep_features():
   with pytest.raises(ValueError, match="cannot be used with pack=True"):
     feature_converter.HyperFeatureConverter(pack=True, hyper_inputs=False,
                                             keep_features=("task_name",))
-
-
-def test_rank_classification_rows():
-  import hypert5_tasks  # pylint: disable=import-outside-toplevel,unused-import  (registers)
-  lengths = {"hyper_inputs": 512, "inputs": 32, "targets": 4}
-  keep = ("example_index", "choice_index", "is_correct", "label")
-  batch = next(pipeline.get_dataset(
-      "embedded_fewshot.heldout_00_m0", lengths, split="test", shuffle=False, num_epochs=1,
-      rank_classification=True, keep_features=keep, batch_size=4).as_numpy_iterator())
-  np.testing.assert_array_equal(batch["example_index"], [0, 0, 1, 1])
-  np.testing.assert_array_equal(batch["choice_index"], [0, 1, 0, 1])
-  np.testing.assert_array_equal(batch["is_correct"], batch["choice_index"] == batch["label"])
-  # Both rows of an example share its inputs and differ in their target choice.
-  np.testing.assert_array_equal(batch["encoder_input_tokens"][0], batch["encoder_input_tokens"][1])
-  assert not np.array_equal(batch["decoder_target_tokens"][0], batch["decoder_target_tokens"][1])

@@ -90,3 +90,19 @@ def test_lm_task_packs_for_downstream_pretraining():
                                          pack=True, batch_size=2, seed=0).as_numpy_iterator())
   assert set(batch) >= {"encoder_input_tokens", "encoder_segment_ids", "decoder_positions"}
   assert batch["decoder_loss_weights"].dtype == np.float32
+
+
+def test_every_few_shot_task_declares_how_it_is_scored():
+  from hypert5_tasks import scoring  # pylint: disable=import-outside-toplevel
+  mixtures = [m for m in MIXTURES if m != "embedded_caclm"] + [
+      "embedded_icl_train", "embedded_icl_test", "embedded_constant_test"]
+  for mixture in mixtures:
+    for suffix in ("", "_concat", "_xonly"):
+      tasks = seqio.get_mixture_or_task(mixture + suffix).tasks
+      undeclared = [t.name for t in tasks if not t.metric_fns]
+      assert not undeclared, (mixture + suffix, undeclared[:3])
+      if mixture.endswith(("_test", "_eval")):  # and how its results add up
+        assert scoring.benchmark_of(mixture + suffix).name == mixture.split("_")[0]
+  # Rank classification (score metrics) where the tasks have answer choices.
+  assert seqio.get_mixture_or_task("p3_heldout_score_eval").tasks[0].score_metric_fns
+  assert seqio.get_mixture_or_task("sni_def_test").tasks[0].predict_metric_fns
