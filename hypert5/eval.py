@@ -38,8 +38,8 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import adapters, checkpoints, cli, decoding, experiment, t5
-from hypert5.errors import CheckpointError, EvalError
+from hypert5 import adapters, api, checkpoints, cli, decoding, experiment
+from hypert5.errors import CheckpointError, ConfigError, EvalError
 
 
 
@@ -54,30 +54,8 @@ def define_flags() -> None:
 FLAGS = flags.FLAGS
 
 
-# -- Loading ------------------------------------------------------------------
-
-
-def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
-  """Every parameter part the experiment needs, from `checkpoint` and the config."""
-  params = {}
-  if checkpoints.is_native_checkpoint(checkpoint) or checkpoints.hf.is_hf_checkpoint(checkpoint):
-    if models.parts != ("downstream",):
-      raise EvalError(f"{checkpoint} is a T5 model, but experiment {config.experiment!r} also "
-                      f"needs {[p for p in models.parts if p != 'downstream']}; pass the run's "
-                      "workdir")
-    cfg, params["downstream"], _ = checkpoints.load_model(checkpoint)
-    checkpoints.check_params_fit(params["downstream"], models.downstream.config, checkpoint)
-    return params
-  for part in models.trainable:
-    abstract = t5.unbox_shapes(experiment.abstract_params(models, part))
-    params[part] = checkpoints.restore_part(checkpoint, part, abstract)
-  if "downstream" not in params:
-    if config.init.downstream_checkpoint:
-      _, params["downstream"], _ = checkpoints.load_model(config.init.downstream_checkpoint)
-    else:  # the run's own seeded initialization (see train.initial_params)
-      params["downstream"] = experiment.init_part(
-          models, "downstream", jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), None)
-  return params
+# Every parameter part of a run, or a T5 model for a downstream-only experiment.
+load_params = api.load_params
 
 
 # -- Data -----------------------------------------------------------------------
@@ -99,11 +77,7 @@ def mixture_tasks(mixture: str, form: str) -> list:
   return list(getattr(provider, "tasks", [provider]))
 
 
-def _truncate(ids, length: int, eos: int) -> list[int]:
-  ids = [int(i) for i in ids]
-  if len(ids) > length:
-    ids = ids[:length - 1] + [eos]
-  return ids
+_truncate = api.truncate  # the API cuts queries and choices alike
 
 
 def _strings(value) -> list[str]:
@@ -170,9 +144,6 @@ class Evaluator:
 
   def __post_init__(self):
     self.eos = self.models.downstream.config.eos_token_id
-    hyper = self.models.hyper
-    self._hyper = experiment.jit_once(("generate_phi", hyper), lambda: jax.jit(
-        lambda p, t: hyper.apply({"params": p}, t))) if hyper is not None else None
 
   def phi_for(self, hyper_inputs: list[int] | None):
     """phi (batch axis 1) for one few-shot set: generated once, then cached."""
@@ -182,7 +153,7 @@ class Evaluator:
     if key not in self.phi_cache:
       ids, _ = decoding.pad_batch([_truncate(hyper_inputs, self.lengths["hyper_inputs"],
                                              self.eos)], self.lengths["hyper_inputs"])
-      self.phi_cache[key] = self._hyper(self.params["hyper"], ids)
+      self.phi_cache[key] = api.generate_phi(self.models, self.params["hyper"], ids)
     return self.phi_cache[key]
 
   def _batch_phi(self, group: list[dict]):
@@ -190,7 +161,7 @@ class Evaluator:
       ids, _ = decoding.pad_batch(
           [_truncate(e["hyper_inputs"], self.lengths["hyper_inputs"], self.eos) for e in group]
           + [[self.eos]] * (self.batch_size - len(group)), self.lengths["hyper_inputs"])
-      return self._hyper(self.params["hyper"], ids)
+      return api.generate_phi(self.models, self.params["hyper"], ids)
     return self.phi_for(group[0].get("hyper_inputs"))
 
   def _groups(self, examples):
@@ -461,7 +432,7 @@ def main(argv):
   try:
     results, predictions = evaluate(config, FLAGS.checkpoint, save_phi=FLAGS.save_phi,
                                     load_phi=FLAGS.load_phi)
-  except (EvalError, CheckpointError, adapters.AdapterError) as e:
+  except (EvalError, CheckpointError, ConfigError, adapters.AdapterError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   output = FLAGS.output or os.path.join(FLAGS.checkpoint, f"eval_{results['mixture']}")

@@ -19,7 +19,6 @@ import os
 import sys
 from typing import Iterable
 
-import numpy as np
 from absl import app, flags
 
 from hypert5 import cli
@@ -64,16 +63,10 @@ def _to_ids(value, where: str, vocab, vocab_size: int, eos_id: int) -> list[int]
 def score_examples(model, params, examples: list[tuple[list, list]], batch_size: int,
                    phi=None) -> Iterable[dict]:
   """Yields {"log_likelihood", "num_target_tokens"} per example, in order."""
-  from hypert5 import decoding
-  for start in range(0, len(examples), batch_size):
-    chunk = examples[start:start + batch_size]
-    real = len(chunk)
-    chunk = chunk + [([], [])] * (batch_size - real)  # a fixed batch: one compilation
-    inputs, _ = decoding.pad_batch([c[0] for c in chunk])
-    targets, weights = decoding.pad_batch([c[1] for c in chunk])
-    scores = np.asarray(decoding.log_likelihood(model, params, inputs, targets, weights, phi))
-    for i in range(real):
-      yield {"log_likelihood": float(scores[i]), "num_target_tokens": len(chunk[i][1])}
+  from hypert5 import api  # pylint: disable=import-outside-toplevel
+  scores = api.log_likelihoods(model, params, examples, batch_size, phi)
+  for (_, targets), score in zip(examples, scores):
+    yield {"log_likelihood": float(score), "num_target_tokens": len(targets)}
 
 
 def main(argv):

@@ -102,7 +102,8 @@ def test_examples_that_do_not_fit_are_dropped_whole(tiny_hyper_run, caplog):
   with caplog.at_level(logging.WARNING, logger="hypert5.adapt"):
     ids, kept = hyper.encode(long_examples)
   assert 0 < kept < 16 and f"only the first {kept} of 16 examples fit" in caplog.text
-  assert ids.shape == (1, hyper.length) and hyper.vocabulary.eos_id in ids[0].tolist()
+  assert ids.shape == (1, hyper.lengths["hyper_inputs"])
+  assert hyper.vocabulary.eos_id in ids[0].tolist()
 
 
 def test_lora_run_exports_a_peft_adapter_that_reproduces_our_scores(tmp_path):

@@ -1,0 +1,341 @@
+"""The Python API: a trained run, phi from a few examples, the downstream model under it.
+
+  import hypert5
+  run = hypert5.load("runs/tiny")                  # workdir, checkpoints/ or a step folder
+  phi = run.phi([(x1, y1), (x2, y2)], definition="...")  # one hypermodel forward pass
+  run.score(x, ["yes", "no"], phi)                 # log p(choice | x, phi) per choice
+  run.generate(x, phi)                             # greedy decoding under phi
+  run.save_adapter(phi, "my_adapter", format="native" | "peft")
+
+Examples are written as the training data writes few-shot contexts
+(hypert5.prompts: "Input: x Output: y" segments, the definition first, trailing
+segments dropped whole to fit the hypermodel's input), so phi here is the phi
+`hypert5.eval` computes for the same examples.
+
+The command-line tools are thin over this module: `hypert5.adapt` (phi from a
+jsonl file, saved as an adapter), `hypert5.eval` (every parameter part of a
+run; phi from a few-shot set's tokens) and `hypert5.score` (log-likelihoods).
+Nothing here imports TensorFlow or SeqIO.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from hypert5 import adapters, checkpoints, cli, decoding, experiment, prompts, t5
+from hypert5.errors import CheckpointError, ConfigError, ExamplesError
+from hypert5.vocab import Vocabulary
+
+MAX_EXAMPLES = 16  # the few-shot contexts of training hold up to 16 examples
+EXAMPLE_FORMATS = ("pair", "positive")
+log = logging.getLogger("hypert5.api")
+
+
+
+
+# -- Examples ---------------------------------------------------------------------
+
+
+def read_examples(path: str, max_examples: int = MAX_EXAMPLES) -> list[tuple[str, str]]:
+  """[(input, output)] from a jsonl file of {"input", "output"}; errors name the file and line.
+
+  Lines beyond `max_examples` are dropped, with a warning."""
+  examples = []
+  for where, record in cli.read_jsonl(path, ("input", "output"), ExamplesError):
+    for key in ("input", "output"):
+      if not isinstance(record[key], str):
+        raise ExamplesError(f"{where}: {key!r} must be a string")
+    examples.append((record["input"], record["output"]))
+  if not examples:
+    raise ExamplesError(f"{path}: no examples (expected up to {max_examples} lines of "
+                        '{"input": ..., "output": ...})')
+  if len(examples) > max_examples:
+    log.warning("%s has %d examples; using the first %d", path, len(examples), max_examples)
+    examples = examples[:max_examples]
+  return examples
+
+
+def _pair(example, index: int) -> tuple[str, str]:
+  if isinstance(example, dict):
+    missing = [k for k in ("input", "output") if k not in example]
+    if missing:
+      raise ExamplesError(f"examples[{index}]: missing key {missing[0]!r}")
+    pair = (example["input"], example["output"])
+  elif isinstance(example, (tuple, list)) and len(example) == 2:
+    pair = tuple(example)
+  else:
+    raise ExamplesError(f"examples[{index}]: expected an (input, output) pair or a dict "
+                        f"with 'input' and 'output', got {example!r}")
+  for key, value in zip(("input", "output"), pair):
+    if not isinstance(value, str):
+      raise ExamplesError(f"examples[{index}]: {key!r} must be a string, got {value!r}")
+  return pair
+
+
+def context_segments(examples: Iterable, definition: str | None = None,
+                     example_format: str = "pair") -> list[str]:
+  """The text segments of a few-shot context, as the training data writes them.
+
+  examples: (input, output) pairs or {"input", "output"} dicts. example_format:
+  "pair" ("Input: x Output: y"; P3, MetaICL, the embedded benchmarks, jsonl
+  benchmarks) or "positive" ("Positive Example 1: Input: x Output: y"; S-NI's
+  Def+Pos). The definition, when given, is the first segment."""
+  if example_format not in EXAMPLE_FORMATS:
+    raise ExamplesError(f"example_format={example_format!r}; expected one of {EXAMPLE_FORMATS}")
+  pairs = [_pair(e, i) for i, e in enumerate(examples)]
+  if example_format == "pair":
+    segments = [prompts.format_pair(x, y) for x, y in pairs]
+  else:
+    segments = [prompts.format_positive_example(i + 1, x, y) for i, (x, y) in enumerate(pairs)]
+  if definition is not None:
+    if not definition.strip():
+      raise ExamplesError("the definition is empty")
+    segments = [prompts.format_definition(definition.strip())] + segments
+  if not segments:
+    raise ExamplesError("no examples (and no definition) to make phi from")
+  return segments
+
+
+# -- Runs -------------------------------------------------------------------------
+
+
+def find_run_dir(path: str) -> str:
+  """A workdir, its checkpoints/ folder or a step folder -> the workdir (with config.json)."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise CheckpointError(f"{path}: no such directory (expected a training "
+                                         "workdir, its checkpoints/ or a step folder)")
+  for candidate in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+    if os.path.isfile(os.path.join(candidate, "config.json")):
+      if not os.path.isdir(os.path.join(candidate, "checkpoints")):
+        raise CheckpointError(
+            f"{candidate}: config.json but no checkpoints/ (not a training workdir, or a run "
+            "that has not saved a step yet)")
+      return candidate
+  raise CheckpointError(
+      f"{path}: not a training run (expected a workdir with config.json and checkpoints/)")
+
+
+def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
+  path = os.path.join(run_dir, "config.json")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path}: invalid JSON ({e.msg})") from e
+
+
+def load_part(config, checkpoint: str, models: experiment.Models, part: str):
+  """One parameter part of a run: restored when the experiment trains it; otherwise
+  (the frozen downstream T5) from config.init.downstream_checkpoint, or the run's
+  own seeded initialization (see train.initial_params)."""
+  if part in models.trainable:
+    abstract = t5.unbox_shapes(experiment.abstract_params(models, part))
+    return checkpoints.restore_part(checkpoint, part, abstract)
+  if part != "downstream":
+    raise ValueError(f"experiment {config.experiment!r} does not train {part!r}")
+  if config.init.downstream_checkpoint:
+    return checkpoints.load_model(config.init.downstream_checkpoint)[1]
+  return experiment.init_part(
+      models, "downstream", jax.random.fold_in(jax.random.PRNGKey(config.seed), 1), None)
+
+
+def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
+  """Every parameter part the experiment needs, from `checkpoint` and the config.
+
+  checkpoint: a training run (workdir, checkpoints/ or a step folder), or, for an
+  experiment with a downstream T5 alone, a model checkpoint (native or HuggingFace)."""
+  if checkpoints.is_native_checkpoint(checkpoint) or checkpoints.hf.is_hf_checkpoint(checkpoint):
+    if models.parts != ("downstream",):
+      raise ConfigError(
+          f"{checkpoint} is a T5 model, but experiment {config.experiment!r} also needs "
+          f"{[p for p in models.parts if p != 'downstream']}; pass the run's workdir")
+    _, params, _ = checkpoints.load_model(checkpoint)
+    checkpoints.check_params_fit(params, models.downstream.config, checkpoint)
+    return {"downstream": params}
+  params = {part: load_part(config, checkpoint, models, part) for part in models.trainable}
+  if "downstream" not in params:
+    params["downstream"] = load_part(config, checkpoint, models, "downstream")
+  return params
+
+
+# -- phi and the downstream model ---------------------------------------------------
+
+
+def generate_phi(models: experiment.Models, hyper_params, hyper_ids):
+  """phi for few-shot contexts: [n, hyper_inputs_length] ids -> phi with batch axis n.
+
+  One jitted function per hypermodel in the process (hypert5.eval and Run share it)."""
+  hyper = models.hyper
+  fn = experiment.jit_once(("generate_phi", hyper), lambda: jax.jit(
+      lambda p, t: hyper.apply({"params": p}, t)))
+  return fn(hyper_params, hyper_ids)
+
+
+def log_likelihoods(model: t5.T5, params, examples: Sequence[tuple[list, list]],
+                    batch_size: int, phi=None) -> np.ndarray:
+  """[n] summed log-likelihood of each (input ids, target ids) pair, in order.
+
+  Batches have a fixed number of rows (`batch_size`; the last is padded), so one
+  shape compiles. phi: batch axis 1 (shared by every row) or `batch_size`."""
+  out = []
+  for start in range(0, len(examples), batch_size):
+    chunk = list(examples[start:start + batch_size])
+    real = len(chunk)
+    chunk += [([], [])] * (batch_size - real)
+    inputs, _ = decoding.pad_batch([c[0] for c in chunk])
+    targets, weights = decoding.pad_batch([c[1] for c in chunk])
+    scores = np.asarray(decoding.log_likelihood(model, params, inputs, targets, weights, phi))
+    out.extend(float(s) for s in scores[:real])
+  return np.asarray(out, np.float64)
+
+
+def truncate(ids, length: int, eos: int) -> list[int]:
+  """ids (ending in EOS) cut to `length`, still ending in EOS, as SeqIO trims them."""
+  ids = [int(i) for i in ids]
+  if len(ids) > length:
+    ids = ids[:length - 1] + [eos]
+  return ids
+
+
+class Run:
+  """A trained HyperT5 run: its hypermodel, downstream T5 and vocabulary.
+
+  The hypermodel's parameters load at once; the downstream T5's when first used
+  (writing adapters needs the hypermodel alone)."""
+
+  def __init__(self, path: str):
+    self.run_dir = find_run_dir(path)
+    self.checkpoint = os.path.abspath(path)  # restore_part reads any of the three forms
+    self.config = load_run_config(self.run_dir)
+    try:
+      self.models = experiment.build_models(self.config)
+    except ValueError as e:
+      raise ConfigError(f"{self.run_dir}/config.json: {e}") from None
+    if self.models.hyper is None:
+      raise ConfigError(
+          f"{self.run_dir}: experiment {self.config.experiment!r} has no hypermodel to write "
+          "phi (experiments hyper and hyper_plus have one)")
+    self.hyper_params = load_part(self.config, self.checkpoint, self.models, "hyper")
+    vocab_path = os.path.join(self.run_dir, "spiece.model")
+    if not os.path.isfile(vocab_path):
+      raise CheckpointError(f"{vocab_path}: missing (the run's vocabulary)")
+    self.vocabulary = Vocabulary(vocab_path)
+    data = self.config.data
+    self.lengths = {"hyper_inputs": data.hyper_inputs_length, "inputs": data.inputs_length,
+                    "targets": data.targets_length}
+    self.batch_size = self.config.eval.batch_size
+    self.max_decode_length = self.config.eval.max_decode_length or data.targets_length
+    self.eos = self.downstream_config.eos_token_id
+
+  @property
+  def peft_config(self):
+    return self.models.downstream.peft_config
+
+  @property
+  def downstream_config(self):
+    return self.models.downstream.config
+
+  @functools.cached_property
+  def downstream_params(self):
+    return load_part(self.config, self.checkpoint, self.models, "downstream")
+
+  # phi
+
+  def encode(self, examples, definition: str | None = None,
+             example_format: str = "pair") -> tuple[np.ndarray, int]:
+    """([1, hyper_inputs_length] hypermodel input ids, number of examples kept)."""
+    examples = list(examples)
+    segments = context_segments(examples, definition, example_format)
+    length = self.lengths["hyper_inputs"]
+    ids, kept = prompts.fit_segments(segments, self.vocabulary.encode, length,
+                                     self.vocabulary.eos_id)
+    kept_examples = kept - (definition is not None)
+    if kept_examples < len(examples):
+      log.warning("only the first %d of %d examples fit the hypermodel's %d input tokens",
+                  kept_examples, len(examples), length)
+    padded = np.zeros((1, length), np.int32)
+    padded[0, :len(ids)] = ids
+    return padded, kept_examples
+
+  def phi(self, examples, definition: str | None = None, example_format: str = "pair"):
+    """phi (the downstream model's PEFT parameters, batch axis 1) for a task, in one
+    forward pass of the hypermodel. examples: (input, output) pairs or
+    {"input", "output"} dicts, written as in training (see context_segments)."""
+    ids, _ = self.encode(examples, definition, example_format)
+    return generate_phi(self.models, self.hyper_params, ids)
+
+  # The downstream model under phi
+
+  def _query_ids(self, query: str) -> list[int]:
+    if not isinstance(query, str):
+      raise TypeError(f"a query is a string, got {query!r}")
+    return truncate(self.vocabulary.encode(query) + [self.eos], self.lengths["inputs"],
+                    self.eos)
+
+  def score(self, query: str, choices: Sequence[str], phi) -> list[float]:
+    """Summed log-likelihood of each answer choice given the query, under phi;
+    the highest is the rank-classification answer (as hypert5.eval ranks)."""
+    if isinstance(choices, str) or not choices:
+      raise ValueError(f"choices: a non-empty list of strings, got {choices!r}")
+    inputs = self._query_ids(query)
+    rows = [(inputs, truncate(self.vocabulary.encode(c) + [self.eos], self.lengths["targets"],
+                              self.eos)) for c in choices]
+    batch = min(self.batch_size, -(-len(rows) // 8) * 8)
+    return log_likelihoods(self.models.downstream, self.downstream_params, rows, batch,
+                           phi).tolist()
+
+  def generate(self, queries: str | Sequence[str], phi, max_length: int | None = None
+               ) -> str | list[str]:
+    """Greedy decoding under phi: a query -> its answer; a list -> a list."""
+    single = isinstance(queries, str)
+    queries = [queries] if single else list(queries)
+    max_length = max_length or self.max_decode_length
+    batch = min(self.batch_size, -(-len(queries) // 8) * 8)
+    answers = []
+    for start in range(0, len(queries), batch):
+      chunk = [self._query_ids(q) for q in queries[start:start + batch]]
+      inputs, _ = decoding.pad_batch(chunk + [[self.eos]] * (batch - len(chunk)),
+                                     self.lengths["inputs"])
+      tokens = np.asarray(decoding.generate(self.models.downstream, self.downstream_params,
+                                            inputs, max_length=max_length, phi=phi))
+      answers += [self.vocabulary.decode(row) for row in tokens[:len(chunk)]]
+    return answers[0] if single else answers
+
+  # Adapters
+
+  def save_adapter(self, phi, directory: str,
+                   format: str = "native") -> None:  # pylint: disable=redefined-builtin
+    """Writes phi as an adapter (`directory` must not exist): "native" (HyperT5's,
+    read by `hypert5.score --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's,
+    for `peft.PeftModel.from_pretrained` on the HuggingFace T5)."""
+    if format == "native":
+      adapters.save_native(directory, phi, self.peft_config, self.downstream_config)
+    elif format == "peft":
+      adapters.save_hf_peft(directory, phi, self.peft_config, self.downstream_config,
+                            self.config.init.downstream_checkpoint)
+    else:
+      raise ValueError(f"format={format!r}; expected 'native' or 'peft'")
+
+  def load_adapter(self, directory: str):
+    """phi (batch axis 1) from an adapter of either format written for this run's model."""
+    peft, phi = adapters.load_adapter(directory, self.downstream_config)
+    if peft != self.peft_config:
+      raise adapters.AdapterError(f"{directory}: an adapter for {peft}, but this run writes "
+                                  f"{self.peft_config}")
+    return jax.tree.map(jnp.asarray, phi)
+
+
+def load(path: str) -> Run:
+  """A trained run from its workdir, its checkpoints/ folder or one step folder
+  (the latest step unless a step folder is given)."""
+  return Run(path)
