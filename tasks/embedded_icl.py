@@ -8,12 +8,18 @@ and the examples together:
   constant(w)          y is always the word w, whatever x is
   pick(t)              x is a key and a value word, in either order; y is the
                        one of type t (key or value): a choice the examples make
+  select(p)            x is two keys; y is the one at position p (first or
+                       last): a transform the examples choose, read off the
+                       examples by matching y with x, whatever the words are
   attribute(a)         x is a key; y is its attribute a (of two, "left" and
                        "right": fixed facts about every key, known to the
                        downstream model), a transform the examples choose
   classify(w_u, w_d)   x is a key; y is w_u when the key is of the "up" group,
                        w_d when it is "down" (a label mapping over a feature
                        the model knows: every key's group is fixed)
+  match(w_t, w_o)      x is two keys; y is w_t when they are the same key
+                       ("twice"), w_o when they differ ("once"): a label
+                       mapping over a feature the model sees
   lookup(m)            x is one of four keys; y is its value under a mapping m
                        of those keys to four values (a lookup that only the
                        examples define)
@@ -64,12 +70,19 @@ from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 NAME = "embedded_icl"
+# Every family, in the order that seeds their held-out tasks. FAMILIES: the default
+# benchmark's. select and match are options (BenchmarkConfig(families=...)): with
+# them the demo's HyperT5 read neither and read the others less (docs/demo.md).
+ALL_FAMILIES = ("constant", "pick", "attribute", "classify", "lookup", "select", "match")
 FAMILIES = ("constant", "pick", "attribute", "classify", "lookup")
 LOOKUP_KEYS = 4
 TYPE_WORDS = ("word", "thing")  # pick: keys are type 0, values type 1
 ATTRIBUTE_WORDS = ("left", "right")
 GROUP_WORDS = ("up", "down")
-INSTRUCTION_WORDS = ("say", "take") + TYPE_WORDS + ATTRIBUTE_WORDS + GROUP_WORDS
+POSITION_WORDS = ("first", "last")  # select
+MATCH_WORDS = ("twice", "once")  # match: the same key twice, or two keys once each
+INSTRUCTION_WORDS = (("say", "take") + TYPE_WORDS + ATTRIBUTE_WORDS + GROUP_WORDS +
+                     POSITION_WORDS + MATCH_WORDS)
 MAX_KEYS = 128
 
 
@@ -125,9 +138,9 @@ class BenchmarkConfig:
   num_skill_examples: int = 65_536  # the downstream model's pretraining (instructed)
 
   def __post_init__(self):
-    unknown = [f for f in self.families if f not in FAMILIES]
+    unknown = [f for f in self.families if f not in ALL_FAMILIES]
     if unknown:
-      raise ValueError(f"unknown family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+      raise ValueError(f"unknown family {unknown[0]!r}; families: {', '.join(ALL_FAMILIES)}")
     if not self.num_heldout_keys < self.num_keys <= MAX_KEYS:
       raise ValueError(f"num_keys={self.num_keys}: must be above num_heldout_keys="
                        f"{self.num_heldout_keys} and at most {MAX_KEYS} (word_pools())")
@@ -154,19 +167,23 @@ class Rule:
       return self.params[key_group(x[0])]
     if self.family == "pick":
       return x[0] if (x[0] in _value_set()) == bool(self.params[0]) else x[1]
+    if self.family == "select":
+      return x[self.params[0]]
+    if self.family == "match":
+      return self.params[int(x[0] != x[1])]
     if self.family == "attribute":  # params: (a, the mirror's a, the facts)
       return _as_dict(self.params[2])[x[0]][self.params[0]]
     if self.family == "lookup":
       return dict(self.params)[x[0]]
-    raise ValueError(f"unknown family {self.family!r}; families: {', '.join(FAMILIES)}")
+    raise ValueError(f"unknown family {self.family!r}; families: {', '.join(ALL_FAMILIES)}")
 
   def mirror(self) -> "Rule":
     """The rule that answers every query of this one with the other choice."""
     if self.family == "constant":
       return Rule("constant", (self.params[1], self.params[0]))
-    if self.family == "classify":
-      return Rule("classify", (self.params[1], self.params[0]))
-    if self.family in ("pick", "attribute"):
+    if self.family in ("classify", "match"):
+      return Rule(self.family, (self.params[1], self.params[0]))
+    if self.family in ("pick", "select", "attribute"):
       return Rule(self.family, (self.params[1], self.params[0]) + self.params[2:])
     # Values swapped in pairs: a derangement that is its own inverse, so the
     # mirror's mirror is the rule again and both give a query the same choices.
@@ -183,6 +200,10 @@ class Rule:
       return f"{GROUP_WORDS[0]} {self.params[0]} {GROUP_WORDS[1]} {self.params[1]}"
     if self.family == "pick":
       return f"take {TYPE_WORDS[self.params[0]]}"
+    if self.family == "select":
+      return f"take {POSITION_WORDS[self.params[0]]}"
+    if self.family == "match":
+      return f"{MATCH_WORDS[0]} {self.params[0]} {MATCH_WORDS[1]} {self.params[1]}"
     if self.family == "attribute":
       return ATTRIBUTE_WORDS[self.params[0]]
     return " ".join(f"{k} {v}" for k, v in self.params)
@@ -228,15 +249,15 @@ def _draw_rule(family: str, pools: Pools, rng: np.random.Generator) -> Rule:
   Parameters come in pairs so that `Rule.mirror` is defined: constant and
   classify carry two answer words, pick two types, attribute two attributes.
   """
-  if family in ("constant", "classify"):
+  if family in ("constant", "classify", "match"):
     return Rule(family, tuple(_distinct(pools.values, 2, rng)))
-  if family in ("pick", "attribute"):
+  if family in ("pick", "select", "attribute"):
     first = int(rng.integers(2))
     return Rule(family, (first, 1 - first) + ((pools.facts,) if family == "attribute" else ()))
   if family == "lookup":
     keys, values = _distinct(pools.keys, LOOKUP_KEYS, rng), _distinct(pools.values, LOOKUP_KEYS, rng)
     return Rule(family, tuple(zip(keys, values)))
-  raise ValueError(f"unknown family {family!r}; families: {', '.join(FAMILIES)}")
+  raise ValueError(f"unknown family {family!r}; families: {', '.join(ALL_FAMILIES)}")
 
 
 def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
@@ -246,6 +267,12 @@ def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
   if rule.family == "pick":
     pair = (pools.keys[rng.integers(len(pools.keys))], pools.values[rng.integers(len(pools.values))])
     return pair if rng.integers(2) else pair[::-1]
+  if rule.family == "select":
+    return tuple(_distinct(pools.keys, 2, rng))
+  if rule.family == "match":  # group: 0 the same key twice, 1 two keys
+    same = rng.integers(2) == 0 if group is None else group == 0
+    pair = _distinct(pools.keys, 2, rng)
+    return (pair[0], pair[0]) if same else tuple(pair)
   keys = pools.keys if group is None else pools.group(group)
   return (keys[rng.integers(len(keys))],)
 
@@ -320,7 +347,7 @@ def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
   tasks = []
   for family in config.families:
     for j in range(config.rules_per_family):
-      task_rng = np.random.default_rng([config.seed, 1, FAMILIES.index(family), j])
+      task_rng = np.random.default_rng([config.seed, 1, ALL_FAMILIES.index(family), j])
       rule = _draw_rule(family, heldout, task_rng)
       shots = _draw_examples(rule, heldout, config.num_shots, task_rng, balanced=True)
       queries = _draw_examples(rule, heldout, config.heldout_queries, task_rng, balanced=True)
