@@ -125,7 +125,10 @@ def preset_config(name: str, kind: str):
   if name not in known:
     raise BenchError(f"--preset={name}: no such preset; pass one of {', '.join(known)} "
                      f"(defined in configs/bench.py), or --config=FILE for any experiment")
-  return cli.load_config(PRESETS_CONFIG, f"{name},{kind}")
+  try:
+    return cli.load_config(PRESETS_CONFIG, f"{name},{kind}")
+  except ValueError as e:
+    raise BenchError(str(e)) from e
 
 
 def timed_steps(name: str) -> int:
@@ -163,6 +166,8 @@ def build(config) -> trainer_setup.TrainSetup:
   except partitioning.MeshError as e:
     raise BenchError(f"{e} (the bench's mesh: --mesh_shape and --mesh_axes; default: the "
                      "config's)") from e
+  except ValueError as e:  # a config value the models or the optimizer reject
+    raise BenchError(str(e)) from e
 
 
 # ---------------------------------------------------------------------------

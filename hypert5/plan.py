@@ -191,6 +191,9 @@ def main(argv):
       apply_size(config, FLAGS.size)
     config.mesh_shape = tuple(int(s) for s in FLAGS.mesh_shape)
     config.mesh_axes = tuple(FLAGS.mesh_axes)
+    if config.model.attention_impl == "cudnn":  # traced only where there is a GPU
+      raise ValueError("config.model.attention_impl='cudnn' cannot be compiled on the CPU "
+                       "devices the plan uses; pass --config.model.attention_impl=xla")
     result = plan(config)
   except (partitioning.MeshError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

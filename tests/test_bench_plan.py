@@ -261,10 +261,14 @@ def test_plan_on_a_4x2_mesh_reports_sharded_memory():
 
 @pytest.mark.parametrize("args, message", [
     (["--mesh_shape=1,8"], r"heads=4\) .* does not divide over mesh axes \('model',\) of size 8"),
-    (["--mesh_shape=4,2", "--devices=4"], r"needs 8 devices, but 4 are available"),
+    (["--mesh_shape=4,2", "--devices=4"], r"needs 8 devices, but 4 are available.*product is 4"),
+    (["--config=configs/bench.py:large,prefix", "--mesh_shape=1", "--mesh_axes=data"],
+     r"attention_impl='cudnn' cannot be compiled on the CPU.*--config.model.attention_impl=xla"),
 ])
-def test_plan_rejects_an_impossible_mesh(args, message):
+def test_plan_rejects_what_it_cannot_compile(args, message):
   import re
-  result = run_module("hypert5.plan", f"--config={TINY_CONFIG}", *args)
+  if not any(a.startswith("--config=") for a in args):
+    args = [f"--config={TINY_CONFIG}", *args]
+  result = run_module("hypert5.plan", *args)
   assert result.returncode == 1, result.stdout[-2000:]
   assert re.search(message, result.stderr), result.stderr[-2000:]
