@@ -702,8 +702,10 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   cli.quiet_logs()
-  config_source = next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")),
-                       "")
+  # As given, so that each train line's command reproduces the config it timed.
+  config_source = " ".join(
+      [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")]
+      + [a for a in sys.argv[1:] if a.startswith("--config.")])
   try:
     run(FLAGS.preset, FLAGS.kind, FLAGS.steps, FLAGS.attention_impl, FLAGS.compare_hf,
         FLAGS.gemm_floor, config=FLAGS.config, config_source=config_source,
