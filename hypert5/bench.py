@@ -1,17 +1,26 @@
-"""Training and inference speed of HyperT5-Prefix and HyperT5-LoRA, as JSON lines.
+"""Training and inference speed of the train step `hypert5.train` runs, as JSON lines.
 
   python -m hypert5.bench --preset=tiny|small|large|xl [--kind=prefix|lora|both|none]
-      [--steps=N] [--compare_hf] [--gemm_floor]
+      [--steps=N] [--mesh_shape=4,2 --mesh_axes=data,model] [--compare_hf] [--gemm_floor]
+  python -m hypert5.bench --config=configs/NAME.py[:ARG] [--config.KEY=VALUE ...]
 
-Imports only JAX, Flax, Optax, NumPy and TensorFlow-free hypert5 modules, so it
-runs on an accelerator image without TensorFlow, SeqIO or ml_collections.
-Batches are random tokens with no padding (every position is counted).
+The step timed is `hypert5.trainer_setup.setup_train(config).step`, the one
+`hypert5.train` builds and runs for the same config: its mesh and shardings,
+gradient clipping, accumulation, optimizer and remat policy. A preset is the
+config `configs/bench.py:PRESET,KIND` (the shapes and numerics are listed
+there); `--config` times any experiment config's step instead. Batches are
+synthetic, at the config's shapes, random tokens with no padding (every
+position is counted), so no data is needed. Each `train` line carries the
+`hypert5.train` command that runs the step it timed.
 
-Training step: the hypermodel (a T5 backbone of the downstream model's size,
-trainable, Adafactor, donated with its optimizer state) writes phi from
-`hyper_len` tokens; the frozen downstream T5 (a separate, non-donated
-argument) reads `inputs_len` tokens with phi and is scored on `targets_len`
-targets. Gradients are taken with respect to the hypermodel only.
+Imports neither TensorFlow nor SeqIO (nor torch, unless --compare_hf or
+--gemm_floor asks for PyTorch), so it runs on an accelerator image without them.
+
+HyperT5 (kinds prefix, lora): the hypermodel (a T5 backbone of the downstream
+model's size, trainable) writes phi from `hyper_inputs_length` tokens; the
+frozen downstream T5 (a separate, non-donated argument of the step) reads
+`inputs_length` tokens with phi and is scored on `targets_length` targets.
+Gradients are taken with respect to the trainable parts only.
 
 Model FLOPs (what MFU counts; matmuls only, no recomputation from remat):
   per token and layer, d = d_model, H = heads x d_kv, f = d_ff:
@@ -27,9 +36,10 @@ Model FLOPs (what MFU counts; matmuls only, no recomputation from remat):
   attention module for LoRA) without a causal mask; its MLP heads add
   n x (2 d h + 2 h out). Not counted: the relative-position one-hot matmul
   (once per stack), norms, softmax, embeddings' gathers.
-  train FLOPs per step = batch x (3 x F_hyper + 2 x F_down): the hypermodel
-  runs forward and backward (weights and activations), the frozen downstream
-  forward and backward to its activations only (no weight gradients).
+  train FLOPs per step = batch x (3 x F_hyper + 2 x F_down) for HyperT5: the
+  hypermodel runs forward and backward (weights and activations), the frozen
+  downstream forward and backward to its activations only (no weight
+  gradients); a trained downstream model (kind t5, HyperT5+) counts 3 x F_down.
 MFU = train FLOPs per step / step time / peak, the peak being the device's
 dense bf16 peak from `PEAK_TFLOPS` (a measured matmul peak where the device is
 unknown, e.g. CPU). The measured matmul peak (best time of a large jnp.dot in
@@ -39,13 +49,13 @@ Inference (rank-classification scoring, per query): with a cached phi, the
 downstream T5 alone reads the query (phi made once per task, batch 1,
 broadcast over the queries); against 16-shot concatenation, where the plain
 downstream T5 reads the same few-shot text the hypermodel reads
-(`hyper_len` tokens, 16 examples) followed by the query. Both score
-`targets_len` target tokens with teacher forcing.
+(`hyper_inputs_length` tokens, 16 examples) followed by the query. Both score
+`targets_length` target tokens with teacher forcing.
 
 --compare_hf (small preset, CPU): HuggingFace PyTorch T5ForConditionalGeneration
-against our plain downstream T5, same shapes and random init, full training
-step (forward, backward, AdamW) and eval forward, in tokens (inputs + targets)
-per second.
+against our plain downstream T5 (the train step of `configs/bench.py:PRESET,t5`:
+full fine-tuning, AdamW), same shapes and random init, training step (forward,
+backward, AdamW) and eval forward, in tokens (inputs + targets) per second.
 
 --gemm_floor (small preset, CPU): the matmul floor of that plain T5 step. Every
 dot_general in the traced training step (and in the eval forward) is timed
@@ -59,9 +69,9 @@ target above `max_tokens_per_s` cannot be met on this machine with them.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -69,14 +79,13 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 from jax.extend import core as jax_core
 
-from hypert5 import hypermodel, t5
+from hypert5 import cli, experiment, hypermodel, partitioning, t5, trainer_setup
 from hypert5 import peft as peft_lib
-from hypert5.decoding import log_likelihood, token_log_probs
-from hypert5.t5_config import T5Config, get_size
+from hypert5.decoding import log_likelihood
+from hypert5.t5_config import T5Config
 
 # Dense bf16 peak TFLOP/s by a substring of jax.Device.device_kind (first match wins).
 PEAK_TFLOPS = (
@@ -88,54 +97,77 @@ PEAK_TFLOPS = (
     ("v5e", 197.0),
     ("v4", 275.0),
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-  """Shapes and numerics of one benchmark."""
-  size: str
-  batch: int
-  hyper_len: int  # few-shot tokens the hypermodel reads (16 examples)
-  inputs_len: int
-  targets_len: int
-  dtype: str
-  prefix_length: int
-  lora_rank: int
-  steps: int
-  remat_policy: str = "none"
-  attention_impl: str | None = None
-  # Scanned layers compile in O(1) time in depth (what XL/XXL need); unrolled
-  # layers run faster where compile time does not matter (small on CPU: 20%).
-  scan_layers: bool = True
-
-
-PRESETS = {
-    # Runs on CPU in seconds; the test suite's smoke test.
-    "tiny": Preset("tiny", 4, 128, 32, 16, "float32", 4, 4, steps=3),
-    "small": Preset("small", 8, 512, 256, 64, "float32", 32, 32, steps=3, scan_layers=False),
-    # Keep the weight matmuls' outputs, recompute attention: should cuDNN
-    # attention fall back to XLA's, 16 heads x 1024^2 scores per layer and
-    # example would not fit at batch 32. XLA's CPU plan of this step: 67 GiB.
-    "large": Preset("large", 32, 1024, 256, 128, "bfloat16", 32, 32, steps=10,
-                    remat_policy="dots_no_batch", attention_impl="cudnn"),
-    # Keep only each layer's input: the weight matmuls' outputs alone would be
-    # ~90 GiB here, beside ~40 GiB of params, grads and state. CPU plan: 65 GiB.
-    "xl": Preset("xl", 32, 1024, 256, 128, "bfloat16", 32, 32, steps=10,
-                 remat_policy="full", attention_impl="cudnn"),
-}
 SHOTS = 16
+# The presets: configs/bench.py, beside this package in the repository.
+PRESETS_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "configs", "bench.py")
 
 
-def model_config(preset: Preset, attention_impl: str | None) -> T5Config:
-  """Dropout off: its masks are not matmul work, and it would disable fused attention."""
-  return get_size(preset.size, dtype=preset.dtype, scan_layers=preset.scan_layers,
-                  dropout_rate=0.0,
-                  remat_policy=preset.remat_policy, attention_impl=attention_impl)
+class BenchError(ValueError):
+  """A preset, kind or mesh the benchmark cannot run; raised before anything compiles."""
 
 
-def peft_config(kind: str, preset: Preset) -> peft_lib.PeftConfig:
-  return peft_lib.PeftConfig(kind=kind, prefix_length=preset.prefix_length,
-                             lora_rank=preset.lora_rank, lora_alpha=float(preset.lora_rank))
+# ---------------------------------------------------------------------------
+# Presets: configs of configs/bench.py.
+
+
+def presets() -> dict:
+  """{name: shapes} of configs/bench.py (its PRESETS table)."""
+  if not os.path.isfile(PRESETS_CONFIG):
+    raise BenchError(f"{PRESETS_CONFIG} not found: --preset reads the repository's "
+                     "configs/bench.py; run from a checkout, or pass --config=FILE")
+  return cli.load_config_module(PRESETS_CONFIG).PRESETS
+
+
+def preset_config(name: str, kind: str):
+  """configs/bench.py:NAME,KIND, as `hypert5.train --config=...` loads it."""
+  known = presets()
+  if name not in known:
+    raise BenchError(f"--preset={name}: no such preset; pass one of {', '.join(known)} "
+                     f"(defined in configs/bench.py), or --config=FILE for any experiment")
+  try:
+    return cli.load_config(PRESETS_CONFIG, f"{name},{kind}")
+  except ValueError as e:
+    raise BenchError(str(e)) from e
+
+
+def timed_steps(name: str) -> int:
+  return presets()[name]["timed_steps"]
+
+
+def with_overrides(config, overrides: dict):
+  """A copy of `config` with {dotted key: value} set (each must exist)."""
+  config = config.copy_and_resolve_references()
+  for key, value in overrides.items():
+    *path, leaf = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    if leaf not in node:
+      raise BenchError(f"config has no key {key!r}")
+    node[leaf] = value
+  return config
+
+
+def train_command(source: str, overrides: dict) -> str:
+  """The `hypert5.train` command that runs the step of `source` with `overrides`."""
+  def flag(value):
+    if isinstance(value, (tuple, list)):
+      return "(" + ",".join(repr(v) if isinstance(v, str) else str(v) for v in value) + ",)"
+    return str(value)
+  extra = "".join(f" --config.{k}={flag(v)}" for k, v in overrides.items())
+  return f"python -m hypert5.train --config={source} --workdir=WORKDIR{extra}"
+
+
+def build(config) -> trainer_setup.TrainSetup:
+  """train's set-up of `config`; a mesh or config that cannot run is a BenchError."""
+  try:
+    return trainer_setup.setup_train(config)
+  except partitioning.MeshError as e:
+    raise BenchError(f"{e} (the bench's mesh: --mesh_shape and --mesh_axes; default: the "
+                     "config's)") from e
+  except ValueError as e:  # a config value the models or the optimizer reject
+    raise BenchError(str(e)) from e
 
 
 # ---------------------------------------------------------------------------
@@ -193,11 +225,26 @@ def hyper_flops(hyper_cfg: T5Config, down: T5Config, peft: peft_lib.PeftConfig, 
   return flops + per_factor * (2 * (2 * d * hidden) + 2 * hidden * rank * (d_in + d_out))
 
 
-def train_flops(cfg: T5Config, peft: peft_lib.PeftConfig, preset: Preset) -> int:
-  """Model FLOPs of one HyperT5 training step (batch included)."""
-  return preset.batch * (3 * hyper_flops(cfg, cfg, peft, preset.hyper_len)
-                         + 2 * downstream_flops(cfg, preset.inputs_len, preset.targets_len,
-                                                peft))
+def train_flops(config) -> int:
+  """Model FLOPs of one training step of `config` (batch included; see the docstring)."""
+  cfg, peft = experiment.t5_config(config), experiment.peft_config(config)
+  trainable, phi_source = experiment.TRAINABLE[config.experiment]
+  data = config.data
+  down = downstream_flops(cfg, data.inputs_length, data.targets_length, peft)
+  per_example = (3 if "downstream" in trainable else 2) * down
+  if phi_source == "hyper":
+    per_example += 3 * hyper_flops(cfg, cfg, peft, data.hyper_inputs_length,
+                                   config.hyper.head_hidden)
+  return config.batch_size * per_example
+
+
+def token_count(config, models) -> int:
+  """Tokens one step reads: hypermodel input (if any), inputs and targets."""
+  data = config.data
+  lengths = data.inputs_length + data.targets_length
+  if models.hyper is not None:
+    lengths += data.hyper_inputs_length
+  return config.batch_size * lengths
 
 
 # ---------------------------------------------------------------------------
@@ -253,129 +300,104 @@ def _timed(fn, steps: int) -> tuple[float, float]:
   return first, statistics.median(times)
 
 
-def synthetic_batch(preset: Preset, vocab_size: int, seed: int = 0) -> dict:
-  """Random tokens, no padding: {name: [batch, length] int32}."""
-  rng = np.random.default_rng(seed)
-
-  def tokens(length, batch=preset.batch):
-    return jnp.asarray(rng.integers(2, vocab_size, (batch, length), dtype=np.int32))
-
-  targets = tokens(preset.targets_len)
-  return {"hyper": tokens(preset.hyper_len), "inputs": tokens(preset.inputs_len),
-          "targets": targets,
-          "decoder_inputs": jnp.concatenate(
-              [jnp.zeros((preset.batch, 1), jnp.int32), targets[:, :-1]], axis=1)}
-
-
 # ---------------------------------------------------------------------------
-# HyperT5: the training step and inference.
+# The train step (train's own) and inference.
 
 
-def make_hyper_train_step(hyper: hypermodel.HyperT5, downstream: t5.T5,
-                          optimizer: optax.GradientTransformation):
-  """(hyper_params, opt_state, downstream_params, batch) -> (hyper_params, opt_state, loss).
+def time_train_step(setup: trainer_setup.TrainSetup, steps: int):
+  """Times `setup.step` from the state a fresh `hypert5.train` run starts from.
 
-  The state is donated; the frozen downstream parameters are not, and get no gradient.
+  Returns ({first_step_s, step_s, loss}, trainable params after the steps,
+  frozen params, the batch).
   """
-
-  def loss_fn(hyper_params, downstream_params, batch):
-    phi = hyper.apply({"params": hyper_params}, batch["hyper"], deterministic=False)
-    logits = downstream.apply({"params": downstream_params}, batch["inputs"],
-                              batch["decoder_inputs"], phi=phi, deterministic=False)
-    return -jnp.mean(token_log_probs(logits, batch["targets"]))  # [b, t, vocab] -> scalar
-
-  def step(hyper_params, opt_state, downstream_params, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(hyper_params, downstream_params, batch)
-    updates, opt_state = optimizer.update(grads, opt_state, hyper_params)
-    return optax.apply_updates(hyper_params, updates), opt_state, loss
-
-  return jax.jit(step, donate_argnums=(0, 1))
-
-
-def bench_kind(kind: str, preset: Preset, steps: int, attention_impl: str | None,
-               peak: dict) -> list[dict]:
-  """Training and inference lines for HyperT5-`kind`."""
-  device = jax.devices()[0]
-  cfg = model_config(preset, attention_impl)
-  peft = peft_config(kind, preset)
-  downstream = t5.T5(cfg, peft)
-  hyper = hypermodel.HyperT5(cfg, cfg, peft)
-  downstream_params = t5.init_params(cfg, jax.random.PRNGKey(1))
-  hyper_params = hypermodel.init_params(hyper, jax.random.PRNGKey(2))
-  optimizer = optax.adafactor(1e-3)
-  opt_state = jax.jit(optimizer.init)(hyper_params)
-  batch = synthetic_batch(preset, cfg.vocab_size)
-  step = make_hyper_train_step(hyper, downstream, optimizer)
-
-  state = [hyper_params, opt_state]
+  trainable, opt_state, frozen = setup.initial_state()
+  batch = setup.dense_batch()
+  state = {"trainable": trainable, "opt_state": opt_state, "step": 0}
+  del trainable, opt_state  # donated to the first step
 
   def run_step():
-    state[0], state[1], loss = step(state[0], state[1], downstream_params, batch)
-    return loss
+    with setup.activate():
+      state["trainable"], state["opt_state"], metrics = setup.step(
+          state["trainable"], state["opt_state"], jnp.int32(state["step"]), frozen, batch)
+    state["step"] += 1
+    return metrics["loss"]
 
-  compile_s, step_s = _timed(run_step, steps)
+  first_s, step_s = _timed(run_step, steps)
   loss = float(run_step())
-  flops = train_flops(cfg, peft, preset)
-  tokens = preset.batch * (preset.hyper_len + preset.inputs_len + preset.targets_len)
-  achieved = flops / step_s / 1e12
-  lines = [{
-      "bench": "train", "preset": preset_name(preset), "kind": kind,
-      "device": device.device_kind, "dtype": cfg.dtype, "batch": preset.batch,
-      "lengths": [preset.hyper_len, preset.inputs_len, preset.targets_len],
+  return {"first_step_s": first_s, "step_s": step_s, "loss": loss}, state["trainable"], \
+      frozen, batch
+
+
+def bench_train(setup, label: dict, steps: int, peak: dict):
+  """The `train` line of one config; also returns (trainable, frozen, batch)."""
+  device = jax.devices()[0]
+  config, models = setup.config, setup.models
+  timing, trainable, frozen, batch = time_train_step(setup, steps)
+  flops = train_flops(config)
+  achieved = flops / timing["step_s"] / 1e12
+  cfg = models.downstream.config
+  line = {
+      "bench": "train", **label, "experiment": config.experiment,
+      "device": device.device_kind, "devices": setup.mesh.size, "mesh": dict(setup.mesh.shape),
+      "dtype": cfg.dtype, "batch": config.batch_size,
+      "lengths": [config.data.hyper_inputs_length, config.data.inputs_length,
+                  config.data.targets_length],
       "attention_impl": cfg.attention_impl or "xla", "remat_policy": cfg.remat_policy,
-      "hyper_params": t5.count_params(state[0]), "downstream_params":
-          t5.count_params(downstream_params), "loss": loss,
-      "first_step_s": compile_s, "step_s": step_s, "tokens_per_s": tokens / step_s,
+      "optimizer": config.optimizer.name, "grad_clip_norm": config.optimizer.grad_clip_norm,
+      "grad_accum_steps": config.optimizer.grad_accum_steps,
+      "trainable_params": t5.count_params(trainable), "frozen_params": t5.count_params(frozen),
+      **timing, "tokens_per_s": token_count(config, models) / timing["step_s"],
       "model_tflop_per_step": flops / 1e12, "achieved_tflops": achieved,
       "peak_tflops": peak["peak_tflops"], "peak_source": peak["peak_source"],
       "mfu": achieved / peak["peak_tflops"],
       "measured_matmul_tflops": peak["measured_matmul_tflops"],
       "mfu_vs_measured_matmul": achieved / peak["measured_matmul_tflops"],
       "peak_memory_bytes": peak_memory_bytes(device),
-  }]
-  hyper_params = state[0]  # the originals were donated to the first step
-  del state, opt_state
+  }
+  return line, trainable, frozen, batch
 
-  # Inference: phi once per task, then the downstream model alone per query.
-  task_tokens = batch["hyper"][:1]  # [1, hyper_len]: one task's few-shot text
-  make_phi = jax.jit(lambda p, x: hyper.apply({"params": p}, x))
-  _, phi_s = _timed(lambda: make_phi(hyper_params, task_tokens), steps)
-  phi = make_phi(hyper_params, task_tokens)  # [1, ...]: broadcast over the queries
-  weights = jnp.ones_like(batch["targets"], jnp.float32)
-  _, cached_s = _timed(lambda: log_likelihood(downstream, downstream_params, batch["inputs"],
-                                              batch["targets"], weights, phi), steps)
-  plain = t5.T5(cfg)
-  few_shot = jnp.concatenate([jnp.broadcast_to(task_tokens, (preset.batch, preset.hyper_len)),
-                              batch["inputs"]], axis=1)  # [b, hyper_len + inputs_len]
-  _, concat_s = _timed(lambda: log_likelihood(plain, downstream_params, few_shot,
-                                              batch["targets"], weights), steps)
-  lines.append({
-      "bench": "inference", "preset": preset_name(preset), "kind": kind,
-      "device": device.device_kind, "queries_per_batch": preset.batch, "shots": SHOTS,
-      "cached_phi_encoder_len": preset.inputs_len,
-      "concat_encoder_len": preset.hyper_len + preset.inputs_len,
+
+def bench_inference(setup, label: dict, trainable: dict, frozen: dict, batch: dict,
+                    steps: int) -> dict:
+  """Cached phi against 16-shot concatenation, per query (HyperT5 configs)."""
+  device = jax.devices()[0]
+  config, models = setup.config, setup.models
+  downstream_params = frozen["downstream"]
+  queries = config.batch_size
+  # Phi once per task, then the downstream model alone per query.
+  task_tokens = batch["hyper_encoder_input_tokens"][:1]  # [1, hyper_len]: one task's text
+  make_phi = jax.jit(lambda p, x: models.hyper.apply({"params": p}, x))
+  _, phi_s = _timed(lambda: make_phi(trainable["hyper"], task_tokens), steps)
+  phi = make_phi(trainable["hyper"], task_tokens)  # [1, ...]: broadcast over the queries
+  inputs, targets = batch["encoder_input_tokens"], batch["decoder_target_tokens"]
+  weights = jnp.ones_like(targets, jnp.float32)
+  _, cached_s = _timed(lambda: log_likelihood(models.downstream, downstream_params, inputs,
+                                              targets, weights, phi), steps)
+  plain = t5.T5(models.downstream.config)
+  few_shot = jnp.concatenate([jnp.broadcast_to(task_tokens, (queries, task_tokens.shape[1])),
+                              inputs], axis=1)  # [b, hyper_len + inputs_len]
+  _, concat_s = _timed(lambda: log_likelihood(plain, downstream_params, few_shot, targets,
+                                              weights), steps)
+  return {
+      "bench": "inference", **label, "device": device.device_kind,
+      "queries_per_batch": queries, "shots": SHOTS,
+      "cached_phi_encoder_len": inputs.shape[1], "concat_encoder_len": few_shot.shape[1],
       "phi_ms_per_task": phi_s * 1e3,
-      "cached_phi_ms_per_query": cached_s / preset.batch * 1e3,
-      "concat_ms_per_query": concat_s / preset.batch * 1e3,
+      "cached_phi_ms_per_query": cached_s / queries * 1e3,
+      "concat_ms_per_query": concat_s / queries * 1e3,
       "speedup_cached_phi": concat_s / cached_s,
       "peak_memory_bytes": peak_memory_bytes(device),
-  })
-  return lines
+  }
 
 
-def preset_name(preset: Preset) -> str:
-  return next(name for name, p in PRESETS.items() if p == preset)
-
-
-def device_peak(preset: Preset) -> dict:
+def device_peak(dtype: str) -> dict:
   """The peak MFU divides by, and a measured matmul peak."""
   device = jax.devices()[0]
-  dtype = jnp.dtype(preset.dtype)
   size = 1024 if device.platform == "cpu" else 8192
-  measured = measured_matmul_tflops(dtype, size)
+  measured = measured_matmul_tflops(jnp.dtype(dtype), size)
   table = table_peak(device)
   return {"bench": "peak", "device": device.device_kind, "platform": device.platform,
-          "devices": jax.device_count(), "matmul_size": size, "dtype": preset.dtype,
+          "devices": jax.device_count(), "matmul_size": size, "dtype": dtype,
           "measured_matmul_tflops": measured,
           "peak_tflops": table if table is not None else measured,
           "peak_source": "table (dense bf16)" if table is not None else "measured matmul"}
@@ -385,57 +407,30 @@ def device_peak(preset: Preset) -> dict:
 # Plain T5 against HuggingFace PyTorch (--compare_hf).
 
 
-def plain_t5_functions(cfg: T5Config):
-  """(loss_fn, forward) of the plain T5 that --compare_hf and --gemm_floor time.
-
-  loss_fn(params, batch) -> mean target NLL (training mode);
-  forward(params, batch) -> [b, t, vocab] logits (eval mode).
-  """
-  model = t5.T5(cfg)
-
-  def loss_fn(params, batch):
-    logits = model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"],
-                         deterministic=False)  # [b, t, vocab]
-    return -jnp.mean(token_log_probs(logits, batch["targets"]))
+def plain_t5_forward(setup):
+  """(params, batch) -> [b, t, vocab] logits of the downstream T5 in eval mode."""
+  models = setup.models
 
   def forward(params, batch):
-    return model.apply({"params": params}, batch["inputs"], batch["decoder_inputs"])
+    return experiment.downstream_logits(models, {"downstream": params}, batch, None,
+                                        deterministic=True)
 
-  return loss_fn, forward
-
-
-def bench_plain_t5(preset: Preset, steps: int) -> dict:
-  """Our downstream T5 alone: full training step (AdamW) and eval forward."""
-  cfg = model_config(preset, None)
-  params = t5.init_params(cfg, jax.random.PRNGKey(1))
-  optimizer = optax.adamw(1e-4)
-  opt_state = jax.jit(optimizer.init)(params)
-  batch = synthetic_batch(preset, cfg.vocab_size)
-  loss_fn, forward = plain_t5_functions(cfg)
-  forward = jax.jit(forward)
-
-  def step(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  step = jax.jit(step, donate_argnums=(0, 1))
-  state = [params, opt_state]
-
-  def run_step():
-    state[0], state[1], loss = step(state[0], state[1], batch)
-    return loss
-
-  _, train_s = _timed(run_step, steps)
-  _, forward_s = _timed(lambda: forward(state[0], batch), steps)
-  return {"train_step_s": train_s, "forward_s": forward_s}
+  return forward
 
 
-def bench_hf_t5(preset: Preset, steps: int) -> dict:
+def bench_plain_t5(setup, steps: int) -> dict:
+  """Our plain T5's train step (train's, AdamW) and eval forward."""
+  timing, trainable, _, batch = time_train_step(setup, steps)
+  forward = jax.jit(plain_t5_forward(setup))
+  _, forward_s = _timed(lambda: forward(trainable["downstream"], batch), steps)
+  return {"train_step_s": timing["step_s"], "forward_s": forward_s}
+
+
+def bench_hf_t5(setup, steps: int) -> dict:
   """HuggingFace PyTorch T5ForConditionalGeneration, randomly initialized, same shapes."""
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
-  cfg = model_config(preset, None)
+  cfg: T5Config = setup.models.downstream.config
   hf_config = transformers.T5Config(
       vocab_size=cfg.vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
       num_heads=cfg.num_heads, num_layers=cfg.num_encoder_layers,
@@ -446,14 +441,17 @@ def bench_hf_t5(preset: Preset, steps: int) -> dict:
       dropout_rate=cfg.dropout_rate, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
   torch.manual_seed(0)
   model = transformers.T5ForConditionalGeneration(hf_config)
-  optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-  batch = {k: torch.from_numpy(np.array(v)).long()
-           for k, v in synthetic_batch(preset, cfg.vocab_size).items()}
+  opt = setup.config.optimizer
+  optimizer = torch.optim.AdamW(model.parameters(), lr=opt.learning_rate, betas=(opt.b1, opt.b2),
+                                eps=opt.eps, weight_decay=opt.weight_decay)
+  batch = {k: torch.from_numpy(np.asarray(v)).long() for k, v in setup.dense_batch().items()
+           if k != "decoder_loss_weights"}
 
   def train_step():
     model.train()
-    loss = model(input_ids=batch["inputs"], decoder_input_ids=batch["decoder_inputs"],
-                 labels=batch["targets"]).loss
+    loss = model(input_ids=batch["encoder_input_tokens"],
+                 decoder_input_ids=batch["decoder_input_tokens"],
+                 labels=batch["decoder_target_tokens"]).loss
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -462,7 +460,8 @@ def bench_hf_t5(preset: Preset, steps: int) -> dict:
   def forward():
     model.eval()
     with torch.no_grad():
-      return model(input_ids=batch["inputs"], decoder_input_ids=batch["decoder_inputs"]).logits
+      return model(input_ids=batch["encoder_input_tokens"],
+                   decoder_input_ids=batch["decoder_input_tokens"]).logits
 
   _, train_s = _timed(train_step, steps)
   _, forward_s = _timed(forward, steps)
@@ -470,18 +469,20 @@ def bench_hf_t5(preset: Preset, steps: int) -> dict:
           "transformers": transformers.__version__, "torch_threads": torch.get_num_threads()}
 
 
-def compare_hf(preset: Preset, steps: int) -> list[dict]:
-  tokens = preset.batch * (preset.inputs_len + preset.targets_len)
+def compare_hf(setup, label: dict, steps: int) -> list[dict]:
+  """`setup`: a plain T5 config (configs/bench.py:PRESET,t5)."""
+  config = setup.config
+  tokens = token_count(config, setup.models)
+  results = {"hypert5-jax": bench_plain_t5(setup, steps), "hf-torch": bench_hf_t5(setup, steps)}
   lines = []
-  results = {"hypert5-jax": bench_plain_t5(preset, steps), "hf-torch": bench_hf_t5(preset, steps)}
   for impl, r in results.items():
-    lines.append({"bench": "compare_hf", "impl": impl, "preset": preset_name(preset),
-                  "device": jax.devices()[0].device_kind, "batch": preset.batch,
-                  "lengths": [preset.inputs_len, preset.targets_len], **r,
+    lines.append({"bench": "compare_hf", "impl": impl, **label,
+                  "device": jax.devices()[0].device_kind, "batch": config.batch_size,
+                  "lengths": [config.data.inputs_length, config.data.targets_length], **r,
                   "train_tokens_per_s": tokens / r["train_step_s"],
                   "forward_tokens_per_s": tokens / r["forward_s"]})
   ours, hf = results["hypert5-jax"], results["hf-torch"]
-  lines.append({"bench": "compare_hf_ratio", "preset": preset_name(preset),
+  lines.append({"bench": "compare_hf_ratio", **label,
                 "train_speedup_vs_hf": hf["train_step_s"] / ours["train_step_s"],
                 "forward_speedup_vs_hf": hf["forward_s"] / ours["forward_s"]})
   return lines
@@ -539,22 +540,26 @@ def _torch_gemm(b: int, m: int, k: int, n: int, layout: str):
   return lambda: torch.matmul(lhs, rhs)
 
 
-def gemm_floor(preset: Preset, repeats: int = 5) -> list[dict]:
+def traced_dot_shapes(setup) -> dict:
+  """{"train": dots of the plain T5 train step (train's), "forward": of its eval forward}."""
+  args = setup.abstract_arguments()
+  with setup.activate():
+    train_jaxpr = jax.make_jaxpr(setup.step)(*args).jaxpr
+  forward_jaxpr = jax.make_jaxpr(plain_t5_forward(setup))(setup.abstract["downstream"],
+                                                          args[-1]).jaxpr
+  return {"train": dot_shapes(train_jaxpr), "forward": dot_shapes(forward_jaxpr)}
+
+
+def gemm_floor(setup, label: dict, repeats: int = 5) -> list[dict]:
   """Summed best times of the plain T5 step's matmuls, per library (see the docstring)."""
-  cfg = model_config(preset, None)
-  loss_fn, forward = plain_t5_functions(cfg)
-  params = t5.param_shapes(cfg)
-  batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                       synthetic_batch(preset, cfg.vocab_size))
-  passes = {"train": dot_shapes(jax.make_jaxpr(jax.value_and_grad(loss_fn))(params, batch).jaxpr),
-            "forward": dot_shapes(jax.make_jaxpr(forward)(params, batch).jaxpr)}
+  passes = traced_dot_shapes(setup)
   libraries = {"xla": _xla_gemm}
   try:
     import torch  # pylint: disable=import-outside-toplevel,unused-import
     libraries["torch"] = _torch_gemm
   except ImportError:
     pass
-  tokens = preset.batch * (preset.inputs_len + preset.targets_len)
+  tokens = token_count(setup.config, setup.models)
   lines = []
   for library, make_gemm in libraries.items():
     seconds = {shape: min(_fastest_seconds(make_gemm(*shape, layout), repeats)
@@ -564,7 +569,7 @@ def gemm_floor(preset: Preset, repeats: int = 5) -> list[dict]:
       counts = collections.Counter(shapes)
       floor_s = sum(count * seconds[shape] for shape, count in counts.items())
       flop = sum(2 * count * math.prod(shape) for shape, count in counts.items())
-      lines.append({"bench": "gemm_floor", "impl": library, "preset": preset_name(preset),
+      lines.append({"bench": "gemm_floor", "impl": library, **label,
                     "pass": name, "dots": len(shapes), "distinct_shapes": len(counts),
                     "gflop": flop / 1e9, "floor_s": floor_s, "gflop_per_s": flop / floor_s / 1e9,
                     "max_tokens_per_s": tokens / floor_s})
@@ -576,12 +581,19 @@ def gemm_floor(preset: Preset, repeats: int = 5) -> list[dict]:
 
 
 def define_flags() -> None:
-  flags.DEFINE_enum("preset", "tiny", list(PRESETS), "Shapes and numerics.")
+  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  flags.DEFINE_string("preset", "tiny", "A preset of configs/bench.py: tiny, small, large, xl.")
+  config_flags.DEFINE_config_file("config", None, "Time this experiment config's train step "
+                                  "instead of a preset's.", lock_config=True)
   flags.DEFINE_enum("kind", "both", ["prefix", "lora", "both", "none"],
-                    "Which HyperT5 (none: only the plain-T5 lines of --compare_hf, --gemm_floor).")
+                    "Which HyperT5 of the preset (none: only the plain-T5 lines of "
+                    "--compare_hf, --gemm_floor).")
   flags.DEFINE_integer("steps", None, "Timed steps after the first (default: the preset's).")
+  flags.DEFINE_list("mesh_shape", None, "Mesh sizes, e.g. 4,2 (default: the config's).")
+  flags.DEFINE_list("mesh_axes", None, "Mesh axis names (default: data, or data,model for "
+                    "two sizes).")
   flags.DEFINE_string("attention_impl", "auto",
-                      "auto (the preset's on GPU, falling back to XLA; XLA elsewhere), xla or "
+                      "auto (the config's on GPU, falling back to XLA; XLA elsewhere), xla or "
                       "cudnn.")
   flags.DEFINE_bool("compare_hf", False, "Also time HuggingFace PyTorch T5 against our plain "
                     "T5 (meant for --preset=small on CPU).")
@@ -594,43 +606,113 @@ def emit(line: dict) -> dict:
   return line
 
 
-def run(preset_name_: str, kind: str = "both", steps: int | None = None,
-        attention_impl: str = "auto", with_hf: bool = False,
-        with_gemm_floor: bool = False) -> list[dict]:
-  """Runs the benchmark, printing and returning its JSON lines."""
-  preset = PRESETS[preset_name_]
-  steps = steps or preset.steps
-  platform = jax.devices()[0].platform
+def mesh_overrides(mesh_shape, mesh_axes) -> dict:
+  if not mesh_shape:
+    if mesh_axes:
+      raise BenchError("--mesh_axes needs --mesh_shape")
+    return {}
+  try:
+    shape = tuple(int(s) for s in mesh_shape)
+  except ValueError as e:
+    raise BenchError(f"--mesh_shape={','.join(mesh_shape)}: expected integers, e.g. 4,2") from e
+  axes = tuple(mesh_axes) if mesh_axes else (("data",), ("data", "model"))[len(shape) == 2]
+  return {"mesh_shape": shape, "mesh_axes": axes}
+
+
+def attention_overrides(config, attention_impl: str) -> dict:
+  """auto: cuDNN attention only on GPU (XLA's elsewhere)."""
   if attention_impl == "auto":
-    impl = preset.attention_impl if platform == "gpu" else None
+    wanted = config.model.attention_impl
+    if wanted == "cudnn" and jax.devices()[0].platform != "gpu":
+      return {"model.attention_impl": "xla"}
+    return {}
+  if attention_impl not in ("xla", "cudnn"):
+    raise BenchError(f"--attention_impl={attention_impl}: expected auto, xla or cudnn")
+  return {"model.attention_impl": attention_impl}
+
+
+def plan_runs(preset: str | None, kind: str, config=None, config_source: str = "",
+              mesh: dict | None = None, attention_impl: str = "auto") -> list[dict]:
+  """What to time: [{label, source, overrides, config, setup}], every set-up built
+  (and so every preset, kind and mesh checked) before anything compiles."""
+  runs = []
+  if config is not None:
+    sources = [(config_source or "CONFIG", config, {"config": config_source})]
   else:
-    impl = None if attention_impl == "xla" else attention_impl
-  peak = device_peak(preset)
-  lines = [peak]
-  emit(peak)
-  kinds = {"both": ("prefix", "lora"), "none": ()}.get(kind, (kind,))
-  for k in kinds:
+    kinds = {"both": ("prefix", "lora"), "none": ()}.get(kind, (kind,))
+    sources = [(f"configs/bench.py:{preset},{k}", preset_config(preset, k),
+                {"preset": preset, "kind": k}) for k in kinds]
+    if not kinds:
+      preset_config(preset, "t5")  # an unknown preset is still an error
+  for source, base, label in sources:
+    overrides = {**(mesh or {}), **attention_overrides(base, attention_impl)}
+    cfg = with_overrides(base, overrides)
+    runs.append({"label": label, "source": source, "overrides": overrides, "config": cfg,
+                 "setup": build(cfg)})
+  return runs
+
+
+def run(preset: str = "tiny", kind: str = "both", steps: int | None = None,
+        attention_impl: str = "auto", with_hf: bool = False, with_gemm_floor: bool = False,
+        *, config=None, config_source: str = "", mesh_shape=None, mesh_axes=None) -> list[dict]:
+  """Runs the benchmark, printing and returning its JSON lines.
+
+  Raises BenchError for a preset, kind or mesh that cannot run, before any compile.
+  """
+  mesh = mesh_overrides(mesh_shape, mesh_axes)
+  runs = plan_runs(None if config is not None else preset, kind, config, config_source, mesh,
+                   attention_impl)
+  plain = None
+  if with_hf or with_gemm_floor:
+    if config is not None:
+      raise BenchError("--compare_hf and --gemm_floor time a preset's plain T5; drop --config")
+    plain_config = with_overrides(preset_config(preset, "t5"), mesh)
+    plain = {"label": {"preset": preset, "kind": "t5"}, "setup": build(plain_config)}
+  steps = steps or (timed_steps(preset) if config is None else 3)
+
+  dtype = (runs[0]["config"] if runs else plain["setup"].config).model.dtype
+  lines = [emit(device_peak(dtype))]
+  peak = lines[0]
+  for r in runs:
     try:
-      new = bench_kind(k, preset, steps, impl, peak)
+      train_line, trainable, frozen, batch = bench_train(r["setup"], r["label"], steps, peak)
     except Exception as e:  # pylint: disable=broad-except
-      if impl is None or attention_impl != "auto":
+      if attention_impl != "auto" or r["config"].model.attention_impl != "cudnn":
         raise
-      print(f"{k}: attention_impl={impl} failed ({type(e).__name__}: {str(e)[:300]}); "
+      print(f"{r['source']}: cuDNN attention failed ({type(e).__name__}: {str(e)[:300]}); "
             "retrying with XLA attention", file=sys.stderr)
-      new = bench_kind(k, preset, steps, None, peak)
-    lines += [emit(line) for line in new]
+      r["overrides"] = {**r["overrides"], "model.attention_impl": "xla"}
+      r["config"] = with_overrides(r["config"], {"model.attention_impl": "xla"})
+      r["setup"] = build(r["config"])
+      train_line, trainable, frozen, batch = bench_train(r["setup"], r["label"], steps, peak)
+    train_line["train_command"] = train_command(r["source"], r["overrides"])
+    lines.append(emit(train_line))
+    if r["setup"].models.hyper is not None:
+      lines.append(emit(bench_inference(r["setup"], r["label"], trainable, frozen, batch,
+                                        steps)))
+    del trainable, frozen, batch
   if with_hf:
-    lines += [emit(line) for line in compare_hf(preset, steps)]
+    lines += [emit(line) for line in compare_hf(plain["setup"], plain["label"], steps)]
   if with_gemm_floor:
-    lines += [emit(line) for line in gemm_floor(preset)]
+    lines += [emit(line) for line in gemm_floor(plain["setup"], plain["label"])]
   return lines
 
 
 def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  run(FLAGS.preset, FLAGS.kind, FLAGS.steps, FLAGS.attention_impl, FLAGS.compare_hf,
-      FLAGS.gemm_floor)
+  cli.quiet_logs()
+  # As given, so that each train line's command reproduces the config it timed.
+  config_source = " ".join(
+      [a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--config=")]
+      + [a for a in sys.argv[1:] if a.startswith("--config.")])
+  try:
+    run(FLAGS.preset, FLAGS.kind, FLAGS.steps, FLAGS.attention_impl, FLAGS.compare_hf,
+        FLAGS.gemm_floor, config=FLAGS.config, config_source=config_source,
+        mesh_shape=FLAGS.mesh_shape, mesh_axes=FLAGS.mesh_axes)
+  except BenchError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import adapters, api, checkpoints, cli, decoding, experiment
+from hypert5 import adapters, api, cli, decoding, experiment
 from hypert5.errors import CheckpointError, ConfigError, EvalError
 
 

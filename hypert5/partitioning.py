@@ -61,7 +61,8 @@ def make_mesh(mesh_shape: Sequence[int], mesh_axes: Sequence[str],
     mesh_shape = tuple(len(devices) // known if s == -1 else s for s in mesh_shape)
   if math.prod(mesh_shape) != len(devices):
     raise MeshError(f"mesh_shape {mesh_shape} needs {math.prod(mesh_shape)} devices, but "
-                    f"{len(devices)} are available ({devices[0].platform})")
+                    f"{len(devices)} are available ({devices[0].platform}); use sizes whose "
+                    f"product is {len(devices)}, or -1 for one axis to take what remains")
   try:
     # Topology-aware order on TPU/GPU (ICI rings); plain order elsewhere.
     grid = mesh_utils.create_device_mesh(mesh_shape, devices=devices)

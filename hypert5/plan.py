@@ -10,10 +10,11 @@ e.g. HyperT5-Prefix at T5-XL on 8 devices, 4-way data and 2-way tensor parallel:
       --config.data.inputs_length=256 --config.data.targets_length=128
 
 It starts N = prod(mesh_shape) fake CPU devices (XLA_FLAGS, set before JAX is
-imported), builds the experiment's models, shardings and optimizer as
-`hypert5.train` does, lowers and compiles `train.make_train_step` against
-abstract arguments carrying their shardings (nothing is allocated, so T5-XXL
-plans on a laptop), and prints per-device bytes:
+imported), builds the experiment with `hypert5.train`'s own set-up
+(`trainer_setup.setup_train`: mesh, models, shardings, optimizer, the jitted
+step), lowers and compiles that step against abstract arguments carrying their
+shardings (nothing is allocated, so T5-XXL plans on a laptop), and prints
+per-device bytes:
 
   frozen params, trainable params, optimizer state, batch: each leaf's shard
     shape under its sharding (exact);
@@ -97,82 +98,37 @@ def total_bytes(abstract) -> int:
   return int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract)))
 
 
-def check_divisible(part: str, abstract, shardings, logical_specs, mesh) -> None:
-  """A MeshError naming the first parameter whose sharded dimension does not divide."""
-  import jax  # pylint: disable=import-outside-toplevel
-  leaves = jax.tree_util.tree_leaves_with_path(abstract)
-  specs = jax.tree.leaves(logical_specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  for (path, x), sharding, names in zip(leaves, jax.tree.leaves(shardings), specs):
-    for dim, axes in enumerate(tuple(sharding.spec)):
-      axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-      ways = math.prod(mesh.shape[a] for a in axes)
-      if x.shape[dim] % ways:
-        name = jax.tree_util.keystr(path, simple=True, separator="/")
-        raise MeshError(
-            f"{part}/{name}: dimension {dim} ({names[dim]}={x.shape[dim]}) of shape "
-            f"{tuple(x.shape)} does not divide over mesh axes {axes} of size {ways}; "
-            f"choose a mesh whose {'x'.join(axes)} size divides {x.shape[dim]}")
-
-
-def abstract_batch(config, models, sharding):
-  """{feature: ShapeDtypeStruct [batch, length]} as `hypert5.data` would yield it."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from hypert5 import experiment  # pylint: disable=import-outside-toplevel
-  lengths = {"hyper": config.data.hyper_inputs_length, "encoder": config.data.inputs_length,
-             "decoder": config.data.targets_length}
-  batch = {}
-  for name in experiment.batch_features(models, config.data.pack):
-    length = lengths[name.split("_")[0]]
-    dtype = jnp.float32 if name == "decoder_loss_weights" else jnp.int32
-    batch[name] = jax.ShapeDtypeStruct((config.batch_size, length), dtype, sharding=sharding)
-  return batch
-
-
 def plan(config) -> dict:
-  """Compiles the train step of `config` on the current devices; returns per-device bytes."""
+  """Compiles the train step of `config` on the current devices; returns per-device bytes.
+
+  The step is `trainer_setup.setup_train(config).step`, the one `hypert5.train`
+  runs, lowered against the abstract arguments of the set-up (the shapes,
+  dtypes and shardings train passes it).
+  """
   import time  # pylint: disable=import-outside-toplevel
 
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from hypert5 import trainer_setup  # pylint: disable=import-outside-toplevel
 
-  from hypert5 import experiment, partitioning, t5, train  # pylint: disable=import-outside-toplevel
-  from hypert5.optim import make_optimizer  # pylint: disable=import-outside-toplevel
-
-  # Mesh, models, optimizer: as in train.train().
-  mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes)
-  rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
-  dp = partitioning.data_parallel_size(mesh, rules)
-  if config.batch_size % dp:
-    raise MeshError(f"batch_size {config.batch_size} does not divide over the "
-                    f"{dp} data-parallel shards of mesh {dict(mesh.shape)}")
-  models = experiment.build_models(config)
-  optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
-
-  # Abstract shapes and shardings: the construction of train.train().
-  shardings, abstract, opt_shardings, opt_abstract = train.abstract_state(models, optimizer,
-                                                                          mesh, rules)
-  for part in models.parts:
-    check_divisible(part, abstract[part], shardings[part],
-                    nn.get_partition_spec(experiment.abstract_params(models, part)), mesh)
-  trainable = {p: abstract[p] for p in models.trainable}
-  frozen = {p: abstract[p] for p in models.frozen}
-  batch = abstract_batch(config, models, partitioning.batch_sharding(mesh, rules))
-  step = jax.ShapeDtypeStruct((), jnp.int32, sharding=partitioning.replicated(mesh))
-
+  setup = trainer_setup.setup_train(config)  # every mesh and batch check, before compiling
   start = time.time()
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step_fn = train.make_train_step(models, optimizer, schedule, config, shardings,
-                                    opt_shardings, mesh, rules)
-    compiled = step_fn.lower(trainable, opt_abstract, step, frozen, batch).compile()
-  compile_s = time.time() - start
+  compiled = setup.lower().compile()
+  return memory_plan(setup, compiled, time.time() - start)
+
+
+def memory_plan(setup, compiled, compile_s: float | None = None) -> dict:
+  """Per-device bytes of `compiled`, a compile of `setup.step`: the shard sizes of
+  its arguments and XLA's memory analysis."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from hypert5 import t5  # pylint: disable=import-outside-toplevel
+  config, models, mesh = setup.config, setup.models, setup.mesh
+  trainable, opt_abstract, _, frozen, batch = setup.abstract_arguments()
   memory = compiled.memory_analysis()
 
   def per_device(tree):
     return shard_bytes(tree, jax.tree.map(lambda x: x.sharding, tree))
 
-  result = {
+  return {
       "mesh": dict(mesh.shape), "devices": mesh.size, "experiment": config.experiment,
       "peft": config.peft.kind if models.hyper is not None or models.shared is not None else None,
       "model": {k: config.model[k] for k in ("d_model", "num_heads", "d_ff", "num_encoder_layers",
@@ -196,7 +152,6 @@ def plan(config) -> dict:
                       - memory.alias_size_in_bytes + memory.temp_size_in_bytes),
       "compile_s": compile_s,
   }
-  return result
 
 
 def format_table(result: dict) -> str:
@@ -238,6 +193,9 @@ def main(argv):
       apply_size(config, FLAGS.size)
     config.mesh_shape = tuple(int(s) for s in FLAGS.mesh_shape)
     config.mesh_axes = tuple(FLAGS.mesh_axes)
+    if config.model.attention_impl == "cudnn":  # traced only where there is a GPU
+      raise ValueError("config.model.attention_impl='cudnn' cannot be compiled on the CPU "
+                       "devices the plan uses; pass --config.model.attention_impl=xla")
     result = plan(config)
   except (MeshError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

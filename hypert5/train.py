@@ -2,10 +2,12 @@
 
   python -m hypert5.train --config=configs/NAME.py --workdir=DIR [--config.KEY=VALUE ...]
 
-Sections, in order: distributed setup, mesh, models and optimizer, abstract
-shapes and shardings, restore or initialize (directly into the shardings), the
-jitted step (explicit in/out shardings, donated state), and the loop (logging,
-asynchronous Orbax checkpoints, preemption, NaN stop).
+Sections, in order: distributed setup; the set-up shared with `hypert5.plan`
+and `hypert5.bench` (`trainer_setup.setup_train`: mesh, models and optimizer,
+abstract shapes and shardings, the jitted step with explicit in/out shardings
+and donated state, built by `make_train_step` here); restore or initialize
+(directly into the shardings); and the loop (logging, asynchronous Orbax
+checkpoints, preemption, NaN stop).
 
 The workdir gets config.json (the resolved config), metrics.jsonl (one object
 per logged step), TensorBoard events under tensorboard/ and checkpoints under
@@ -31,9 +33,8 @@ import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning, t5
+from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning
 from hypert5.errors import CheckpointError, DamagedCheckpoint, MeshError, TrainingDiverged
-from hypert5.optim import make_optimizer
 
 
 
@@ -68,25 +69,6 @@ def initialize_distributed(coordinator_address=None, num_processes=None, process
   if multihost:
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id)
-
-
-def _with_shardings(tree, shardings):
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      tree, shardings)
-
-
-def abstract_state(models, optimizer, mesh, rules):
-  """Shardings and sharded ShapeDtypeStructs of every parameter part and of the
-  optimizer state (of the trainable parts): (param shardings, abstract params,
-  optimizer-state shardings, abstract optimizer state). Allocates nothing."""
-  shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
-  abstract = {p: _with_shardings(t5.unbox_shapes(experiment.abstract_params(models, p)),
-                                 shardings[p]) for p in models.parts}
-  trainable = {p: abstract[p] for p in models.trainable}
-  opt_shapes = jax.eval_shape(optimizer.init, trainable)
-  opt_shardings = partitioning.optimizer_state_shardings(
-      optimizer, opt_shapes, trainable, {p: shardings[p] for p in models.trainable}, mesh)
-  return shardings, abstract, opt_shardings, _with_shardings(opt_shapes, opt_shardings)
 
 
 def _count_tokens(batch: dict) -> int:
@@ -264,34 +246,22 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
 
-  # -- Mesh -------------------------------------------------------------------
-  mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes)
-  rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
-  dp = partitioning.data_parallel_size(mesh, rules)
-  if config.batch_size % dp or config.batch_size % jax.process_count():
-    raise ValueError(f"batch_size {config.batch_size} must divide over the {dp} data-parallel "
-                     f"shards and {jax.process_count()} processes")
-  if config.batch_size % config.optimizer.grad_accum_steps:
-    raise ValueError(f"batch_size {config.batch_size} must divide into "
-                     f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
-
   if config.eval_every and jax.process_count() > 1:
     raise ValueError("config.eval_every: evaluation along the way runs in one process; on "
                      "several hosts evaluate the checkpoints with python -m hypert5.eval")
 
-  # -- Models and optimizer ---------------------------------------------------
-  models = experiment.build_models(config)
+  # -- Mesh, models, optimizer, abstract state and the step: the set-up that
+  # hypert5.plan and hypert5.bench share (nothing allocated or compiled yet) --
+  from hypert5 import trainer_setup  # pylint: disable=import-outside-toplevel  # imports us
+  setup = trainer_setup.setup_train(config)
+  models = setup.models
   if config.data.source == "seqio":  # fail now, not after initialization
     mixture = data.check_mixture(config.data.mixture, experiment.data_form(config),
                                  config.model.vocab_size)
     if is_chief:  # TF-free tools (hypert5.adapt, hypert5.score) read it from here
       data.write_vocabulary(mixture, os.path.join(workdir, "spiece.model"))
-  optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
-
-  # -- Abstract shapes and shardings (nothing allocated yet) -------------------
-  shardings, abstract, opt_shardings, opt_abstract = abstract_state(models, optimizer, mesh,
-                                                                    rules)
-  trainable_abstract = {p: abstract[p] for p in models.trainable}
+  trainable_abstract = {p: setup.abstract[p] for p in models.trainable}
+  opt_abstract = setup.opt_abstract
 
   # -- Restore or initialize --------------------------------------------------
   checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
@@ -324,25 +294,17 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   # Input: started now, so building the pipeline overlaps initialization and compilation.
   local_batch = config.batch_size // jax.process_count()
-  features = experiment.batch_features(models, config.data.pack)
   batches = data.Prefetcher(lambda: data.train_batches(
-      config, features, local_batch_size=local_batch, shard_index=jax.process_index(),
+      config, setup.features, local_batch_size=local_batch, shard_index=jax.process_index(),
       num_shards=jax.process_count(), start_batch=batches_done,
       form=experiment.data_form(config)))
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    needed = models.frozen if trainable is not None else models.parts
-    fresh = initial_params(config, models, abstract, shardings, mesh, rules, needed)
-    frozen = {p: fresh[p] for p in models.frozen}
-    if trainable is None:
-      trainable = {p: fresh[p] for p in models.trainable}
-      opt_state = jax.jit(optimizer.init, out_shardings=opt_shardings)(trainable)
+  fresh = setup.initial_params(models.frozen if trainable is not None else models.parts)
+  frozen = {p: fresh[p] for p in models.frozen}
+  if trainable is None:
+    trainable = {p: fresh[p] for p in models.trainable}
+    opt_state = setup.init_optimizer(trainable)
   del fresh
-
-  # -- The step ---------------------------------------------------------------
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    step_fn = reusable_train_step(models, optimizer, schedule, config, shardings,
-                                  opt_shardings, mesh, rules)
 
   # -- Evaluation along the way (config.eval_every) ---------------------------
   def evaluate(step):
@@ -357,7 +319,6 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
     return entry
 
   # -- Loop -------------------------------------------------------------------
-  batch_sh = partitioning.batch_sharding(mesh, rules)
   preemption = _Preemption()
   logged: list[dict] = []
   last_saved = start_step if start_step else None
@@ -394,10 +355,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
         break
       local = next(batches)
       interval_tokens += _count_tokens(local) * jax.process_count()
-      batch = {k: jax.make_array_from_process_local_data(batch_sh, v) for k, v in local.items()}
-      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-        trainable, opt_state, metrics = step_fn(trainable, opt_state, jnp.int32(step), frozen,
-                                                batch)
+      batch = setup.global_batch(local)
+      with setup.activate():
+        trainable, opt_state, metrics = setup.step(trainable, opt_state, jnp.int32(step), frozen,
+                                                   batch)
       batches_done += 1
       if pending is not None:
         check(*pending)

@@ -1,0 +1,217 @@
+"""One set-up for every entry point that runs the train step.
+
+`setup_train(config)` builds, from an experiment config, what `hypert5.train`
+runs: the mesh and its logical-axis rules, the models, the optimizer and its
+schedule, the abstract state (parameters and optimizer state as
+ShapeDtypeStructs carrying their shardings) and the jitted train step.
+`hypert5.train` restores or initializes and loops around it; `hypert5.plan`
+compiles its step against the abstract arguments; `hypert5.bench` times its
+step on synthetic batches. The plan and the benchmark therefore measure the
+program training runs: its sharding, gradient clipping, accumulation and remat
+policy (MaxText's `setup_train_loop`, shared by its train and ahead-of-time
+compile scripts, is the model).
+
+Everything is checked before anything is compiled: the mesh against the
+devices, the batch against the data-parallel shards, every sharded parameter
+dimension against its mesh axes. Nothing here imports TensorFlow or SeqIO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from hypert5 import experiment, partitioning, t5
+from hypert5 import train as train_lib
+from hypert5.optim import make_optimizer
+from hypert5.errors import MeshError
+
+
+@dataclasses.dataclass
+class TrainSetup:
+  """What one config trains: mesh, models, optimizer, abstract state, the jitted step.
+
+  `step(trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)`
+  donates the trainable parameters and the optimizer state; call it (and
+  anything that traces the models) inside `activate()`.
+  """
+  config: Any
+  mesh: Mesh
+  rules: tuple
+  models: experiment.Models
+  optimizer: optax.GradientTransformation
+  schedule: optax.Schedule
+  shardings: dict  # part -> tree of NamedSharding
+  abstract: dict  # part -> tree of ShapeDtypeStruct, with its sharding
+  opt_shardings: Any
+  opt_abstract: Any
+  step: Callable
+
+  @property
+  def batch_sharding(self) -> NamedSharding:
+    return partitioning.batch_sharding(self.mesh, self.rules)
+
+  @property
+  def features(self) -> tuple[str, ...]:
+    return experiment.batch_features(self.models, self.config.data.pack)
+
+  @contextlib.contextmanager
+  def activate(self):
+    """The mesh and the logical-axis rules the models' constraints resolve against."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      yield
+
+  def abstract_batch(self) -> dict:
+    """{feature: ShapeDtypeStruct [batch, length]}, as `hypert5.data` yields it."""
+    lengths = {"hyper": self.config.data.hyper_inputs_length,
+               "encoder": self.config.data.inputs_length,
+               "decoder": self.config.data.targets_length}
+    return {name: jax.ShapeDtypeStruct(
+        (self.config.batch_size, lengths[name.split("_")[0]]),
+        jnp.float32 if name == "decoder_loss_weights" else jnp.int32,
+        sharding=self.batch_sharding) for name in self.features}
+
+  def abstract_arguments(self) -> tuple:
+    """The step's arguments as sharded ShapeDtypeStructs (nothing allocated)."""
+    models = self.models
+    step = jax.ShapeDtypeStruct((), jnp.int32, sharding=partitioning.replicated(self.mesh))
+    return ({p: self.abstract[p] for p in models.trainable}, self.opt_abstract, step,
+            {p: self.abstract[p] for p in models.frozen}, self.abstract_batch())
+
+  def lower(self):
+    """The step lowered against abstract arguments (compile() it for its memory plan)."""
+    with self.activate():
+      return self.step.lower(*self.abstract_arguments())
+
+  def global_batch(self, local: dict) -> dict:
+    """This process's rows of a batch -> global arrays in the batch sharding."""
+    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
+            for k, v in local.items()}
+
+  def dense_batch(self, seed: int = 0) -> dict:
+    """Random tokens at the configured lengths, no padding (every position counts),
+    every feature the step reads: for timing where no data is at hand."""
+    rng = np.random.default_rng([seed, jax.process_index()])
+    rows = self.config.batch_size // jax.process_count()
+    local = {}
+    for name, x in self.abstract_batch().items():
+      shape = (rows,) + x.shape[1:]
+      if name == "decoder_loss_weights":
+        local[name] = np.ones(shape, np.float32)
+      elif name.endswith("segment_ids"):
+        local[name] = np.ones(shape, np.int32)
+      elif name.endswith("positions"):
+        local[name] = np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy()
+      else:
+        local[name] = rng.integers(2, self.config.model.vocab_size, shape, dtype=np.int32)
+    if "decoder_input_tokens" in local:  # teacher forcing: the targets shifted right
+      targets = local["decoder_target_tokens"]
+      local["decoder_input_tokens"] = np.concatenate(
+          [np.zeros((rows, 1), np.int32), targets[:, :-1]], axis=1)
+    return self.global_batch(local)
+
+  def initial_params(self, parts) -> dict:
+    """Fresh (or loaded, per config.init) parameters of `parts`, in their shardings."""
+    with self.activate():
+      return train_lib.initial_params(self.config, self.models, self.abstract, self.shardings,
+                                      self.mesh, self.rules, parts)
+
+  def init_optimizer(self, trainable: dict):
+    with self.activate():
+      return jax.jit(self.optimizer.init, out_shardings=self.opt_shardings)(trainable)
+
+  def initial_state(self) -> tuple[dict, Any, dict]:
+    """(trainable, optimizer state, frozen) as a fresh run of `hypert5.train` starts."""
+    params = self.initial_params(self.models.parts)
+    trainable = {p: params[p] for p in self.models.trainable}
+    frozen = {p: params[p] for p in self.models.frozen}
+    return trainable, self.init_optimizer(trainable), frozen
+
+
+def _with_shardings(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      tree, shardings)
+
+
+def abstract_state(models, optimizer, mesh, rules):
+  """Shardings and sharded ShapeDtypeStructs of every parameter part and of the
+  optimizer state (of the trainable parts): (param shardings, abstract params,
+  optimizer-state shardings, abstract optimizer state). Allocates nothing."""
+  shardings = {p: experiment.param_shardings(models, p, mesh, rules) for p in models.parts}
+  abstract = {p: _with_shardings(t5.unbox_shapes(experiment.abstract_params(models, p)),
+                                 shardings[p]) for p in models.parts}
+  trainable = {p: abstract[p] for p in models.trainable}
+  opt_shapes = jax.eval_shape(optimizer.init, trainable)
+  opt_shardings = partitioning.optimizer_state_shardings(
+      optimizer, opt_shapes, trainable, {p: shardings[p] for p in models.trainable}, mesh)
+  return shardings, abstract, opt_shardings, _with_shardings(opt_shapes, opt_shardings)
+
+
+def check_divisible(part: str, abstract, shardings, logical_specs, mesh) -> None:
+  """A MeshError naming the first parameter whose sharded dimension does not divide."""
+  leaves = jax.tree_util.tree_leaves_with_path(abstract)
+  specs = jax.tree.leaves(logical_specs,
+                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  for (path, x), sharding, names in zip(leaves, jax.tree.leaves(shardings), specs):
+    for dim, axes in enumerate(tuple(sharding.spec)):
+      axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+      ways = math.prod(mesh.shape[a] for a in axes)
+      if x.shape[dim] % ways:
+        name = jax.tree_util.keystr(path, simple=True, separator="/")
+        raise MeshError(
+            f"{part}/{name}: dimension {dim} ({names[dim]}={x.shape[dim]}) of shape "
+            f"{tuple(x.shape)} does not divide over mesh axes {axes} of size {ways}; "
+            f"choose a mesh whose {'x'.join(axes)} size divides {x.shape[dim]}")
+
+
+def check_batch(config, mesh: Mesh, rules) -> None:
+  """The global batch must split evenly over data-parallel shards, processes and
+  accumulation microbatches."""
+  dp = partitioning.data_parallel_size(mesh, rules)
+  if config.batch_size % dp or config.batch_size % jax.process_count():
+    raise MeshError(
+        f"batch_size {config.batch_size} must divide over the {dp} data-parallel shards of "
+        f"mesh {dict(mesh.shape)} and {jax.process_count()} processes")
+  if config.batch_size % config.optimizer.grad_accum_steps:
+    raise ValueError(f"batch_size {config.batch_size} must divide into "
+                     f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
+
+
+def setup_train(config, devices=None) -> TrainSetup:
+  """Mesh, models, optimizer, abstract state and the jitted step of `config`.
+
+  Raises MeshError (a mesh that does not fit the devices, the batch
+  or a parameter) or ValueError (a bad config value) before anything compiles.
+  The step is shared by the calls of one process that would build the same one
+  (train.reusable_train_step).
+  """
+  # -- Mesh -------------------------------------------------------------------
+  mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes, devices)
+  rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
+  check_batch(config, mesh, rules)
+
+  # -- Models and optimizer ---------------------------------------------------
+  models = experiment.build_models(config)
+  optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
+
+  # -- Abstract shapes and shardings (nothing allocated yet) -------------------
+  shardings, abstract, opt_shardings, opt_abstract = abstract_state(models, optimizer, mesh,
+                                                                    rules)
+  for part in models.parts:
+    check_divisible(part, abstract[part], shardings[part],
+                    nn.get_partition_spec(experiment.abstract_params(models, part)), mesh)
+
+  # -- The step ---------------------------------------------------------------
+  step = train_lib.reusable_train_step(models, optimizer, schedule, config, shardings,
+                                       opt_shardings, mesh, rules)
+  return TrainSetup(config, mesh, rules, models, optimizer, schedule, shardings, abstract,
+                    opt_shardings, opt_abstract, step)
