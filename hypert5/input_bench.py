@@ -1,7 +1,7 @@
 """Input pipeline throughput of the training mixtures, beside what the train step consumes.
 
   python -m hypert5.input_bench --mixture=caclm,p3,metaicl_hr_to_lr,sni_def \
-      --replica_dir=/tmp/hypert5_replica [--batches=20] [--batch_size=32]
+      --replica_dir=/tmp/hypert5_replica [--max_tasks=8] [--batch_size=32]
 
 Each mixture is read through `hypert5.data.train_batches`, the generator
 `hypert5.train` draws its batches from, with the config of the paper's run
@@ -20,19 +20,28 @@ to the benchmarks' typical lengths; without $HYPERT5_VOCAB, a SentencePiece
 model trained on that text (about 24k pieces, 4.1 characters per token, near
 T5's 32k model on English) stands in for T5's.
 
-Rates. After `--warmup_batches`, `--batches` batches are timed: examples/s and
-tokens/s (non-padding tokens of hypermodel input, input and target) on the
-wall clock, and per core: examples per second of CPU time the process used
-(every thread counted), which is what a host with more cores multiplies,
-provided the pipeline's parallel stages scale.
+Rates. Each task of a SeqIO mixture shuffles 1,000 preprocessed examples and
+prefetches in the background from the start, so a mixture of T tasks does about
+T x 1,000 examples of extra work (and holds them in memory) before its steady
+state. The mixture is therefore cut to its first --max_tasks tasks (default 8:
+P3 has 300-odd, S-NI 756; --max_tasks=0 mixes them all), and by default enough
+batches to fill every task's buffer are drawn untimed. Then --batches batches
+(and more until --min_seconds) are timed: examples/s and tokens/s (non-padding
+tokens of hypermodel input, input and target) on the wall clock, and per core:
+examples per second of CPU time the process used (every thread counted), which
+a host with more cores multiplies as far as the pipeline's stages run in
+parallel. The one stage that cannot is P3's reader (a Python generator per
+subset, all under one interpreter lock): its records/s alone is measured too.
 
 Demand. What the train step consumes at `hypert5.bench`'s large preset
 (T5-Large hypermodel and downstream model, bf16, prefix length 32, LoRA rank 32)
 at the mixture's lengths, at 40% MFU, from the FLOPs formula of
-`hypert5.bench.train_flops`: examples/s = 0.4 x peak / FLOPs per example, on one
-H100 SXM or H200 (989e12 dense bf16 FLOP/s) and on one TPU v4 host (4 chips x
-275e12). The verdict divides that by the per-core rate: the cores one
-accelerator needs, and whether a host's cores cover its accelerators.
+`hypert5.bench.train_flops`: examples/s = 0.4 x peak / FLOPs per example (the
+cheaper of prefix and LoRA, which consumes more), on one H100 SXM or H200
+(989e12 dense bf16 FLOP/s) and on one TPU v4 host (4 chips x 275e12). The verdict:
+cores per accelerator = that rate / the per-core rate; one host keeps its
+accelerators fed when its cores cover all of them (an 8-GPU node, 112 cores; a
+TPU v4 VM, 120) and P3's serial reader keeps up with the host's total.
 
 Imports neither TensorFlow nor SeqIO until a pipeline is built.
 """
@@ -417,6 +426,10 @@ class Measurement:
   tokens: int  # their non-padding tokens (hypermodel input, input, target)
   wall_s: float
   cpu_s: float
+  rss_gb: float = 0.0  # resident memory after the timed batches
+  # Records/s of a stage that runs under Python's GIL, on at most one core however
+  # many the host has (P3's parquet reader); None where every stage is TensorFlow's.
+  serial_records_per_s: float | None = None
 
   @property
   def examples_per_s(self) -> float:
@@ -434,6 +447,32 @@ class Measurement:
   @property
   def tokens_per_core_s(self) -> float:
     return self.tokens / self.cpu_s
+
+
+def resident_gb() -> float:
+  """Resident memory of this process now, in GB (Linux)."""
+  with open("/proc/self/statm") as f:
+    return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def serial_ceiling(mixture: str, records: int = 4000) -> float | None:
+  """Records/s of the first task's source where it is a Python generator (P3), else None.
+
+  Every P3 task's rows come from a Python generator (`records_from_generator`), and
+  all of them share one interpreter lock: this rate bounds the whole mixture's.
+  """
+  import seqio  # pylint: disable=import-outside-toplevel
+  provider = seqio.get_mixture_or_task(mixture)
+  task = provider.tasks[0] if isinstance(provider, seqio.Mixture) else provider
+  if not task.name.startswith("p3."):
+    return None
+  dataset = task.source.get_dataset(split="train", shuffle=True, seed=0).repeat()
+  iterator = dataset.as_numpy_iterator()
+  next(iterator)
+  start = time.perf_counter()
+  for _ in range(records):
+    next(iterator)
+  return records / (time.perf_counter() - start)
 
 
 def warmup_for(tasks: int, batch_size: int) -> int:
@@ -478,23 +517,29 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
     tokens += sum(int(np.count_nonzero(batch[k])) for k in TOKEN_FEATURES if k in batch)
     timed += 1
   wall, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
+  rss = resident_gb()
   stream.close()
   return Measurement(mixture, name, tasks, dict(data.feature_lengths(config)), batch_size,
-                     startup, warmup_batches, timed, examples, tokens, wall, cpu)
+                     startup, warmup_batches, timed, examples, tokens, wall, cpu, rss,
+                     serial_ceiling(name))
 
 
 def verdict(measurement: Measurement) -> list[dict]:
-  """Per target: examples/s needed, cores one accelerator (or host) needs, and whether
-  the host's cores cover all its accelerators."""
-  rows = []
-  for target, needed in demand(measurement.lengths).items():
+  """Per target: examples/s needed, the cores that takes per accelerator and per host,
+  and whether the host keeps up (enough cores, and any serial stage fast enough)."""
+  m, rows = measurement, []
+  for target, needed in demand(m.lengths).items():
     host, accelerators, host_cores = HOSTS[target]
-    cores = math.ceil(needed / measurement.examples_per_core_s)
+    host_needed = needed * accelerators
+    cores = math.ceil(host_needed / m.examples_per_core_s)
+    serial_ok = m.serial_records_per_s is None or m.serial_records_per_s >= host_needed
     rows.append({"target": target, "examples_per_s_needed": needed,
-                 "tokens_per_s_needed": needed * measurement.tokens / measurement.examples,
-                 "cores_needed": cores, "host": host,
-                 "host_cores_needed": cores * accelerators, "host_cores": host_cores,
-                 "fed": cores * accelerators <= host_cores})
+                 "tokens_per_s_needed": needed * m.tokens / m.examples,
+                 "cores_per_accelerator": needed / m.examples_per_core_s,
+                 "host": host, "host_examples_per_s_needed": host_needed,
+                 "host_cores_needed": cores, "host_cores": host_cores,
+                 "serial_stage_fast_enough": serial_ok,
+                 "fed": cores <= host_cores and serial_ok})
   return rows
 
 
@@ -509,13 +554,17 @@ def report(measurement: Measurement, out=sys.stdout) -> dict:
         f"per core: {m.examples_per_core_s:8.1f} examples/s {m.tokens_per_core_s:10.0f} tokens/s",
         file=out)
   rows = verdict(m)
+  print(f"  resident memory {m.rss_gb:.1f} GB"
+        + (f"; serial stage (P3's Python reader, one core at most): "
+           f"{m.serial_records_per_s:.0f} records/s" if m.serial_records_per_s else ""), file=out)
   for row in rows:
     print(f"  needed at {MFU:.0%} MFU, {row['target']}: {row['examples_per_s_needed']:7.1f} "
-          f"examples/s {row['tokens_per_s_needed']:9.0f} tokens/s -> "
-          f"{row['cores_needed']} cores each", file=out)
+          f"examples/s {row['tokens_per_s_needed']:9.0f} tokens/s = "
+          f"{row['cores_per_accelerator']:.2f} cores", file=out)
+    serial = "" if row["serial_stage_fast_enough"] else "; its serial stage is too slow"
     print(f"    one host keeps its accelerators fed: {'yes' if row['fed'] else 'no'} "
-          f"(needs {row['host_cores_needed']} cores; {row['host']} has {row['host_cores']})",
-          file=out)
+          f"({row['host']}: {row['host_examples_per_s_needed']:.0f} examples/s, needs "
+          f"{row['host_cores_needed']} of its {row['host_cores']} cores{serial})", file=out)
   result = {**dataclasses.asdict(m), "examples_per_s": m.examples_per_s,
             "tokens_per_s": m.tokens_per_s, "examples_per_core_s": m.examples_per_core_s,
             "tokens_per_core_s": m.tokens_per_core_s, "verdict": rows}

@@ -45,11 +45,27 @@ def test_verdict_divides_the_demand_by_the_rate_of_one_core():
   rows = {r["target"]: r for r in input_bench.verdict(m)}
   gpu = rows["H100 SXM / H200 (1 GPU)"]
   assert m.examples_per_core_s == 80 and m.tokens_per_s == 160_000
-  assert gpu["cores_needed"] == math.ceil(gpu["examples_per_s_needed"] / 80)
-  assert gpu["host_cores_needed"] == 8 * gpu["cores_needed"]
-  assert gpu["fed"] == (gpu["host_cores_needed"] <= 112)
+  assert gpu["cores_per_accelerator"] == pytest.approx(gpu["examples_per_s_needed"] / 80)
+  assert gpu["host_cores_needed"] == math.ceil(8 * gpu["examples_per_s_needed"] / 80)
+  assert gpu["fed"] and gpu["host_cores_needed"] <= 112
   slow = dataclasses.replace(m, cpu_s=400.0)  # 0.8 examples a core-second: never fed
   assert not any(r["fed"] for r in input_bench.verdict(slow))
+  # A Python stage slower than the host's demand starves it, whatever its cores.
+  serial = dataclasses.replace(m, serial_records_per_s=gpu["examples_per_s_needed"] * 4)
+  rows = {r["target"]: r for r in input_bench.verdict(serial)}
+  assert not rows["H100 SXM / H200 (1 GPU)"]["fed"]  # 8 GPUs need 8x
+  assert rows["TPU v4 host (4 chips)"]["fed"]  # one v4 host: ~1.1x one GPU's
+
+
+def test_imports_and_plans_without_tensorflow():
+  code = ("import sys; from hypert5 import input_bench as b; "
+          "b.demand(b.config_of('p3').data.to_dict() and "
+          "{'hyper_inputs': 1024, 'inputs': 384, 'targets': 128}); "
+          "print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "[]"
 
 
 def test_unknown_mixture_is_one_error_naming_it_before_any_work(tmp_path):
@@ -99,6 +115,8 @@ def test_measures_the_batches_train_reads(replica, mixture, monkeypatch):
   assert m.lengths == {"caclm": {"hyper_inputs": 384, "inputs": 40, "targets": 136}}.get(
       mixture, MTF)
   assert m.wall_s > 0 and m.cpu_s > 0 and m.examples_per_s > 0 and m.examples_per_core_s > 0
+  assert m.rss_gb > 0.1
+  assert (m.serial_records_per_s is not None) == (mixture == "p3")
 
   # The timed batches are batches 2-4 of train's stream (a function of the config):
   # their tokens, counted again from a fresh stream started there.
