@@ -428,8 +428,10 @@ class Measurement:
   cpu_s: float
   rss_gb: float = 0.0  # resident memory after the timed batches
   # Records/s of a stage that runs under Python's GIL, on at most one core however
-  # many the host has (P3's parquet reader); None where every stage is TensorFlow's.
-  serial_records_per_s: float | None = None
+  # many the host has (P3's parquet reader), by records handed to TensorFlow at a
+  # time (1: before chunking); None where every stage is TensorFlow's.
+  serial_records_per_s: dict[int, float] | None = None
+  generator_chunk: int | None = None  # P3: records.GENERATOR_CHUNK of this measurement
 
   @property
   def examples_per_s(self) -> float:
@@ -455,24 +457,35 @@ def resident_gb() -> float:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
-def serial_ceiling(mixture: str, records: int = 4000) -> float | None:
-  """Records/s of the first task's source where it is a Python generator (P3), else None.
+def serial_ceiling(mixture: str, records: int = 8192) -> dict[int, float] | None:
+  """Records/s of the first task's source where it is a Python generator (P3), handing
+  records to TensorFlow one at a time and in chunks (`records.GENERATOR_CHUNK`); None
+  where the source is not Python's.
 
   Every P3 task's rows come from a Python generator (`records_from_generator`), and
-  all of them share one interpreter lock: this rate bounds the whole mixture's.
+  all of them share one interpreter lock: this rate bounds the whole mixture's. Read
+  in batches of 512, so that the measuring loop's own Python is not counted.
   """
   import seqio  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
   provider = seqio.get_mixture_or_task(mixture)
   task = provider.tasks[0] if isinstance(provider, seqio.Mixture) else provider
   if not task.name.startswith("p3."):
     return None
-  dataset = task.source.get_dataset(split="train", shuffle=True, seed=0).repeat()
-  iterator = dataset.as_numpy_iterator()
-  next(iterator)
-  start = time.perf_counter()
-  for _ in range(records):
-    next(iterator)
-  return records / (time.perf_counter() - start)
+  rates, default = {}, records_lib.GENERATOR_CHUNK
+  try:
+    for chunk in dict.fromkeys((1, default)):
+      records_lib.GENERATOR_CHUNK = chunk
+      dataset = task.source.get_dataset(split="train", shuffle=True, seed=0)
+      iterator = dataset.repeat().batch(512).as_numpy_iterator()
+      next(iterator)
+      start = time.perf_counter()
+      for _ in range(records // 512):
+        next(iterator)
+      rates[chunk] = records // 512 * 512 / (time.perf_counter() - start)
+  finally:
+    records_lib.GENERATOR_CHUNK = default
+  return rates
 
 
 def warmup_for(tasks: int, batch_size: int) -> int:
@@ -501,6 +514,9 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
   tasks = restrict(name, max_tasks or sys.maxsize)
   if warmup_batches is None:
     warmup_batches = warmup_for(tasks, batch_size)
+  serial = serial_ceiling(name)  # before the pipeline's threads start
+  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+  chunk = records_lib.GENERATOR_CHUNK if serial else None
   features = experiment.batch_features(experiment.build_models(config), config.data.pack)
   start = time.perf_counter()
   stream = data.train_batches(config, features, local_batch_size=batch_size, shard_index=0,
@@ -521,7 +537,7 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
   stream.close()
   return Measurement(mixture, name, tasks, dict(data.feature_lengths(config)), batch_size,
                      startup, warmup_batches, timed, examples, tokens, wall, cpu, rss,
-                     serial_ceiling(name))
+                     serial, chunk)
 
 
 def verdict(measurement: Measurement) -> list[dict]:
@@ -532,7 +548,8 @@ def verdict(measurement: Measurement) -> list[dict]:
     host, accelerators, host_cores = HOSTS[target]
     host_needed = needed * accelerators
     cores = math.ceil(host_needed / m.examples_per_core_s)
-    serial_ok = m.serial_records_per_s is None or m.serial_records_per_s >= host_needed
+    serial = m.serial_records_per_s and m.serial_records_per_s.get(m.generator_chunk)
+    serial_ok = not serial or serial >= host_needed
     rows.append({"target": target, "examples_per_s_needed": needed,
                  "tokens_per_s_needed": needed * m.tokens / m.examples,
                  "cores_per_accelerator": needed / m.examples_per_core_s,
@@ -546,7 +563,8 @@ def verdict(measurement: Measurement) -> list[dict]:
 def report(measurement: Measurement, out=sys.stdout) -> dict:
   m = measurement
   lengths = "/".join(str(m.lengths[k]) for k in ("hyper_inputs", "inputs", "targets"))
-  print(f"\n{m.mixture} ({m.registered_name}, {m.tasks} task(s), lengths {lengths}, "
+  chunk = f", records handed over {m.generator_chunk} at a time" if m.generator_chunk else ""
+  print(f"\n{m.mixture}{chunk} ({m.registered_name}, {m.tasks} task(s), lengths {lengths}, "
         f"batch {m.batch_size}): first batch after {m.startup_s:.1f} s, {m.warmup_batches} "
         f"warm-up batches, then {m.examples} examples in {m.batches} batches timed: "
         f"{m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU", file=out)
@@ -554,9 +572,12 @@ def report(measurement: Measurement, out=sys.stdout) -> dict:
         f"per core: {m.examples_per_core_s:8.1f} examples/s {m.tokens_per_core_s:10.0f} tokens/s",
         file=out)
   rows = verdict(m)
-  print(f"  resident memory {m.rss_gb:.1f} GB"
-        + (f"; serial stage (P3's Python reader, one core at most): "
-           f"{m.serial_records_per_s:.0f} records/s" if m.serial_records_per_s else ""), file=out)
+  print(f"  resident memory {m.rss_gb:.1f} GB", file=out)
+  if m.serial_records_per_s:
+    print("  serial stage (P3's Python reader, one core at most): " + ", ".join(
+        f"{rate:.0f} records/s handing {chunk} at a time" + (" (this run)" if chunk ==
+                                                             m.generator_chunk else "")
+        for chunk, rate in m.serial_records_per_s.items()), file=out)
   for row in rows:
     print(f"  needed at {MFU:.0%} MFU, {row['target']}: {row['examples_per_s_needed']:7.1f} "
           f"examples/s {row['tokens_per_s_needed']:9.0f} tokens/s = "
@@ -600,13 +621,16 @@ def restrict(mixture: str, max_tasks: int) -> int:
 
 def run(mixtures: Sequence[str], *, replica_dir: str | None, batches: int = 20,
         warmup_batches: int | None = None, batch_size: int = 32, min_seconds: float = 0.0,
-        max_tasks: int = 0, size: ReplicaSize = ReplicaSize()) -> list[dict]:
+        max_tasks: int = 0, p3_generator_chunks: Sequence[int] = (),
+        size: ReplicaSize = ReplicaSize()) -> list[dict]:
   """Checks everything, writes missing replicas, then measures each mixture."""
   mixtures = check_mixtures(mixtures)
-  if batches < 1 or (warmup_batches or 0) < 0 or batch_size < 1 or max_tasks < 0:
+  if (batches < 1 or (warmup_batches or 0) < 0 or batch_size < 1 or max_tasks < 0
+      or any(c < 1 for c in p3_generator_chunks)):
     raise BadInput(f"--batches={batches}, --warmup_batches={warmup_batches}, "
-                   f"--batch_size={batch_size}, --max_tasks={max_tasks}: need batches >= 1, "
-                   "warmup >= 0, batch >= 1, max_tasks >= 0")
+                   f"--batch_size={batch_size}, --max_tasks={max_tasks}, --p3_generator_chunks="
+                   f"{list(p3_generator_chunks)}: need batches >= 1, warmup >= 0, batch >= 1, "
+                   "max_tasks >= 0, chunks >= 1")
   plan = data_plan(mixtures, replica_dir)
   configs = {m: config_of(m) for m in mixtures}
   if replica_dir:
@@ -617,11 +641,18 @@ def run(mixtures: Sequence[str], *, replica_dir: str | None, batches: int = 20,
   print(f"host: {len(os.sched_getaffinity(0))} cores available to this process, "
         f"{os.cpu_count()} in the machine; data: "
         + ", ".join(f"{k}={v}" for k, v in sorted(plan.items())))
-  results = []
+  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+  default_chunk, results = records_lib.GENERATOR_CHUNK, []
   for mixture in mixtures:
-    results.append(report(measure(configs[mixture], mixture, batches=batches,
-                                  warmup_batches=warmup_batches, batch_size=batch_size,
-                                  min_seconds=min_seconds, max_tasks=max_tasks)))
+    # P3 once per chunk asked for (before and after chunking, in one run).
+    for chunk in (p3_generator_chunks if mixture == "p3" else ()) or (default_chunk,):
+      records_lib.GENERATOR_CHUNK = chunk
+      try:
+        results.append(report(measure(configs[mixture], mixture, batches=batches,
+                                      warmup_batches=warmup_batches, batch_size=batch_size,
+                                      min_seconds=min_seconds, max_tasks=max_tasks)))
+      finally:
+        records_lib.GENERATOR_CHUNK = default_chunk
   return results
 
 
@@ -640,6 +671,9 @@ def define_flags():
                        "Each task fills a 1,000-example shuffle buffer before the steady "
                        "state, so all of P3's or S-NI's tasks take long on a small machine.")
   flags.DEFINE_integer("batch_size", 32, "Examples per batch (one host's share).")
+  flags.DEFINE_list("p3_generator_chunks", [], "Measure P3 once per value of "
+                    "records.GENERATOR_CHUNK, e.g. 1,256 (before and after chunking); "
+                    "default: once, as configured.")
   flags.DEFINE_integer("p3_rows", ReplicaSize.p3_rows, "Replica: rows per P3 subset.")
   flags.DEFINE_integer("metaicl_lines", ReplicaSize.metaicl_lines,
                        "Replica: lines per MetaICL training task.")
@@ -655,6 +689,7 @@ def main(argv):
     run(FLAGS.mixture, replica_dir=FLAGS.replica_dir, batches=FLAGS.batches,
         warmup_batches=FLAGS.warmup_batches, batch_size=FLAGS.batch_size,
         min_seconds=FLAGS.min_seconds, max_tasks=FLAGS.max_tasks,
+        p3_generator_chunks=[int(c) for c in FLAGS.p3_generator_chunks],
         size=ReplicaSize(p3_rows=FLAGS.p3_rows, metaicl_lines=FLAGS.metaicl_lines,
                          c4_documents=FLAGS.c4_documents))
   except BadInput as e:

@@ -51,7 +51,8 @@ def test_verdict_divides_the_demand_by_the_rate_of_one_core():
   slow = dataclasses.replace(m, cpu_s=400.0)  # 0.8 examples a core-second: never fed
   assert not any(r["fed"] for r in input_bench.verdict(slow))
   # A Python stage slower than the host's demand starves it, whatever its cores.
-  serial = dataclasses.replace(m, serial_records_per_s=gpu["examples_per_s_needed"] * 4)
+  serial = dataclasses.replace(m, serial_records_per_s={256: gpu["examples_per_s_needed"] * 4},
+                               generator_chunk=256)
   rows = {r["target"]: r for r in input_bench.verdict(serial)}
   assert not rows["H100 SXM / H200 (1 GPU)"]["fed"]  # 8 GPUs need 8x
   assert rows["TPU v4 host (4 chips)"]["fed"]  # one v4 host: ~1.1x one GPU's
@@ -116,7 +117,13 @@ def test_measures_the_batches_train_reads(replica, mixture, monkeypatch):
       mixture, MTF)
   assert m.wall_s > 0 and m.cpu_s > 0 and m.examples_per_s > 0 and m.examples_per_core_s > 0
   assert m.rss_gb > 0.1
-  assert (m.serial_records_per_s is not None) == (mixture == "p3")
+  if mixture == "p3":  # its Python reader, timed alone, before and after chunking
+    from hypert5_tasks import records
+    assert set(m.serial_records_per_s) == {1, records.GENERATOR_CHUNK}
+    assert m.generator_chunk == records.GENERATOR_CHUNK
+    assert all(rate > 0 for rate in m.serial_records_per_s.values())
+  else:
+    assert m.serial_records_per_s is None and m.generator_chunk is None
 
   # The timed batches are batches 2-4 of train's stream (a function of the config):
   # their tokens, counted again from a fresh stream started there.
@@ -130,3 +137,31 @@ def test_measures_the_batches_train_reads(replica, mixture, monkeypatch):
   hyper = np.concatenate([b["hyper_encoder_input_tokens"] for b in batches])
   assert hyper.shape == (12, m.lengths["hyper_inputs"])
   assert (hyper > 0).sum(axis=1).min() > 10  # real contexts, not padding
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_chunked_generator_yields_the_records_one_at_a_time_would(monkeypatch, with_context):
+  from hypert5_tasks import records
+
+  def generate():  # 7 records: chunks of 3 leave a partial one; lists of 0-2 values
+    for i in range(7):
+      extra = {"context": [f"pair {j}" for j in range(i % 3)]} if with_context else {}
+      yield records.make_record(f"task {i % 2}", f"input {i}", f"target {i}",
+                                answer_choices=[f"c{j}" for j in range(i % 3)],
+                                label=i % 3 - 1, **extra)
+
+  def rows(chunk):
+    monkeypatch.setattr(records, "GENERATOR_CHUNK", chunk)
+    dataset = records.records_from_generator(generate, with_context=with_context)
+    assert dataset.element_spec == (records.CONTEXT_SIGNATURE if with_context
+                                    else records.QUERY_SIGNATURE)
+    return list(dataset.as_numpy_iterator())
+
+  one, chunked = rows(1), rows(3)
+  assert len(one) == len(chunked) == 7
+  for a, b in zip(one, chunked):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert chunked[5]["answer_choices"].tolist() == [b"c0", b"c1"]
+  assert chunked[3]["answer_choices"].shape == (0,) and chunked[3]["label"] == -1
