@@ -83,7 +83,8 @@ TARGETS = {
     "TPU v4 host (4 chips)": 4 * 275e12,
 }
 # Host cores, for the verdict: a DGX H100 / HGX H200 node has 8 GPUs and 2 x 56
-# cores (Xeon Platinum 8480C); a TPU v4 VM has 240 vCPUs (120 cores) for its 4 chips.
+# cores (Xeon Platinum 8480C); a TPU v4 VM (ct4p-hightpu-4t) has 240 vCPUs, 120 cores,
+# for its 4 chips (Google Cloud's machine type; not checked from here).
 HOSTS = {
     "H100 SXM / H200 (1 GPU)": ("an 8-GPU DGX/HGX node", 8, 112),
     "TPU v4 host (4 chips)": ("a TPU v4 VM", 1, 120),
