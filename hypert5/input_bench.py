@@ -105,14 +105,14 @@ def benchmark_of(mixture: str) -> str:
 
 
 def check_mixtures(names: Sequence[str]) -> list[str]:
-  """The mixtures to measure, or ValueError naming the unknown one and the known ones."""
+  """The mixtures to measure, or BadInput naming the unknown one and the known ones."""
   names = [n.strip() for n in names if n.strip()]
   if not names:
     raise BadInput(f"--mixture is empty; pass some of: {', '.join(MIXTURES)}")
   for name in names:
     if name not in MIXTURES:
       raise BadInput(f"--mixture={name!r} is not a training mixture this bench knows; "
-                       f"pass one or more (comma-separated) of: {', '.join(MIXTURES)}")
+                     f"pass one or more (comma-separated) of: {', '.join(MIXTURES)}")
   return list(dict.fromkeys(names))
 
 
@@ -136,7 +136,7 @@ def data_plan(mixtures: Sequence[str], replica_dir: str | None) -> dict[str, str
   """{environment variable: folder} the mixtures will be read from.
 
   With a replica folder: its subfolders (written later when absent). Without:
-  the environment's folders, which must hold the data; otherwise ValueError
+  the environment's folders, which must hold the data; otherwise BadInput
   naming the variable and what to pass instead. Checked before any pipeline is built.
   """
   plan = {}
@@ -152,14 +152,14 @@ def data_plan(mixtures: Sequence[str], replica_dir: str | None) -> dict[str, str
     if not root or not _has_data(benchmark_of(mixture), root):
       where = f"{env} is not set" if not root else f"{env}={root} does not hold it"
       raise BadInput(f"no data for --mixture={mixture}: {where}. Point {env} at a copy of "
-                       f"the benchmark, or pass --replica_dir=DIR to write (once) and read "
-                       f"copies in the real formats there.")
+                     f"the benchmark, or pass --replica_dir=DIR to write (once) and read "
+                     f"copies in the real formats there.")
     plan[env] = root
   vocab = os.environ.get(ENV_VOCAB)
   if not vocab or not os.path.isfile(vocab):
     raise BadInput(f"{ENV_VOCAB} is {'not set' if not vocab else repr(vocab) + ', not a file'}"
-                     f": T5's SentencePiece model must be a local file for --mixture="
-                     f"{','.join(mixtures)}; set {ENV_VOCAB}, or pass --replica_dir=DIR.")
+                   f": T5's SentencePiece model must be a local file for --mixture="
+                   f"{','.join(mixtures)}; set {ENV_VOCAB}, or pass --replica_dir=DIR.")
   plan[ENV_VOCAB] = vocab
   return plan
 
