@@ -175,10 +175,10 @@ def required_examples_per_s(lengths: dict[str, int], kind: str, peak_flops: floa
   lengths: {"hyper_inputs", "inputs", "targets"} tokens of one example.
   """
   from hypert5 import bench  # pylint: disable=import-outside-toplevel
-  preset = dataclasses.replace(bench.PRESETS["large"], hyper_len=lengths["hyper_inputs"],
-                               inputs_len=lengths["inputs"], targets_len=lengths["targets"])
-  cfg = bench.model_config(preset, None)
-  per_example = bench.train_flops(cfg, bench.peft_config(kind, preset), preset) / preset.batch
+  config = bench.preset_config("large", kind)  # configs/bench.py: what hypert5.bench times
+  config.data.hyper_inputs_length = lengths["hyper_inputs"]
+  config.data.inputs_length, config.data.targets_length = lengths["inputs"], lengths["targets"]
+  per_example = bench.train_flops(config) / config.batch_size
   return mfu * peak_flops / per_example
 
 

@@ -19,11 +19,11 @@ TINY = input_bench.ReplicaSize(p3_rows=48, metaicl_lines=48, sni_instances=20, c
 
 
 def test_required_rate_is_the_bench_flops_at_40_percent_of_peak():
-  preset = dataclasses.replace(bench.PRESETS["large"], hyper_len=1024, inputs_len=384,
-                               targets_len=128)
-  cfg = bench.model_config(preset, None)
   for kind in ("prefix", "lora"):
-    per_example = bench.train_flops(cfg, bench.peft_config(kind, preset), preset) / preset.batch
+    config = bench.preset_config("large", kind)
+    config.data.hyper_inputs_length, config.data.inputs_length = 1024, 384
+    config.data.targets_length = 128
+    per_example = bench.train_flops(config) / config.batch_size
     got = input_bench.required_examples_per_s(MTF, kind, 989e12)
     assert got == pytest.approx(0.4 * 989e12 / per_example, rel=1e-12)
   # Independently: T5-Large (24 + 24 layers, d 1024, H 1024, f 2816) forward over
