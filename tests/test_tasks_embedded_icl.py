@@ -40,17 +40,25 @@ def test_pools_are_single_pieces_and_disjoint(bench):
   from hypert5_tasks import vocab  # pylint: disable=import-outside-toplevel
   pieces = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   keys, values = icl.word_pools()
-  for word in keys + values + icl.INSTRUCTION_WORDS:
+  for word in keys + icl.INSTRUCTION_WORDS:
     assert len(pieces.encode(" " + word)) == 1, word
+  # A value is a noun's piece and its mark's piece; the mark alone shows its class.
+  marks = [pieces.encode("x" + m)[-1] for m in icl.VALUE_MARKS]
+  for value in values:
+    noun, mark = pieces.encode(" " + value)
+    assert mark == marks[icl.value_class(value)], value
+  assert {icl.value_class(v) for v in values} == {0, 1}
   assert not set(keys) & set(values) and not set(keys + values) & set(icl.INSTRUCTION_WORDS)
   train, heldout = bench.train_pools, bench.heldout_pools
   assert not set(train.keys) & set(heldout.keys) and not set(train.values) & set(heldout.values)
   assert (len(heldout.keys), len(heldout.values)) == (CONFIG.num_heldout_keys,
                                                       CONFIG.num_heldout_values)
-  # A key's attributes are two different values of its own split.
+  # A key's attributes are values of its own split, the left one of the first mark,
+  # the right one of the second: which attribute a word is shows in its form.
   for pools in (train, heldout):
     for key, (left, right) in pools.facts:
-      assert left != right and {left, right} <= set(pools.values)
+      assert {left, right} <= set(pools.values)
+      assert (icl.value_class(left), icl.value_class(right)) == (0, 1)
 
 
 def test_heldout_tasks_sizes_names_and_balance(bench):
@@ -185,7 +193,8 @@ def test_registered_mixtures_and_features():
   # 8 shots fit whole: the context ends in EOS before the padding.
   lengths = (batch["hyper_encoder_input_tokens"] > 0).sum(1)
   assert (lengths < 96).all() and (lengths > 8 * 8).all()
-  assert (batch["decoder_loss_weights"].sum(1) == 2).all()  # one word and EOS
+  # one word (a key: one piece; a value: two) and EOS
+  assert set(batch["decoder_loss_weights"].sum(1).tolist()) <= {2.0, 3.0}
   skills = next(iter(hypert5_tasks.get_dataset(
       "embedded_icl_skills", {"inputs": 24, "targets": 4}, batch_size=4,
       form="xonly").as_numpy_iterator()))
