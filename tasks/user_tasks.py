@@ -44,7 +44,6 @@ FileNotFoundError) naming the file and line.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Callable, Mapping, Sequence, Union
 
@@ -52,7 +51,9 @@ from absl import logging
 import seqio
 import tensorflow as tf
 
+from hypert5 import cli
 from hypert5 import metrics as metrics_lib
+from hypert5.errors import DataError
 from hypert5 import prompts
 from hypert5_tasks import fewshot
 from hypert5_tasks import forms
@@ -94,42 +95,30 @@ class UserTask:
 def read_lines(path: str) -> tuple[Line, ...]:
   """The validated lines of one task file; errors name the file and line."""
   lines = []
-  with open(path, encoding="utf-8") as f:
-    for number, text in enumerate(f, start=1):
-      if not text.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        row = json.loads(text)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: malformed JSON ({e.msg})") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
-      unknown = sorted(set(row) - set(KEYS))
-      if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; a line has 'input', 'output' "
-                         "and optionally 'options'")
-      for key in ("input", "output"):
-        if key not in row:
-          raise ValueError(f"{where}: no {key!r}; a line needs 'input' and 'output'")
-        if not isinstance(row[key], str):
-          raise ValueError(f"{where}: {key!r} must be a string, got {row[key]!r}")
-      options = row.get("options")
-      if options is not None:
-        if (not isinstance(options, list) or not options
-            or not all(isinstance(o, str) for o in options)):
-          raise ValueError(f"{where}: 'options' must be a non-empty list of strings, "
-                           f"got {options!r}")
-        if row["output"] not in options:
-          raise ValueError(f"{where}: output {row['output']!r} is not one of its options "
-                           f"{options}")
-        options = tuple(options)
-      if lines and (options is None) != (lines[0].options is None):
-        raise ValueError(f"{where}: {'has' if options is not None else 'has no'} 'options' "
-                         f"unlike line(s) before it; a task's lines all have options or none")
-      lines.append(Line(row["input"], row["output"], options))
+  for where, row in cli.read_jsonl(path, ("input", "output"), DataError):
+    unknown = sorted(set(row) - set(KEYS))
+    if unknown:
+      raise DataError(f"{where}: unknown key(s) {unknown}; a line has 'input', 'output' "
+                      "and optionally 'options'")
+    for key in ("input", "output"):
+      if not isinstance(row[key], str):
+        raise DataError(f"{where}: {key!r} must be a string, got {row[key]!r}")
+    options = row.get("options")
+    if options is not None:
+      if (not isinstance(options, list) or not options
+          or not all(isinstance(o, str) for o in options)):
+        raise DataError(f"{where}: 'options' must be a non-empty list of strings, "
+                        f"got {options!r}")
+      if row["output"] not in options:
+        raise DataError(f"{where}: output {row['output']!r} is not one of its options "
+                        f"{options}")
+      options = tuple(options)
+    if lines and (options is None) != (lines[0].options is None):
+      raise DataError(f"{where}: {'has' if options is not None else 'has no'} 'options' "
+                      f"unlike line(s) before it; a task's lines all have options or none")
+    lines.append(Line(row["input"], row["output"], options))
   if not lines:
-    raise ValueError(f"{path}: no examples (an empty split)")
+    raise DataError(f"{path}: no examples (an empty split)")
   return tuple(lines)
 
 

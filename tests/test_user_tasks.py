@@ -179,8 +179,8 @@ def test_scores_are_the_tasks_declared_metrics(tmp_path):
 
 
 @pytest.mark.parametrize("rows, match", [
-    (['{"input": "a", "output": "b"', ], r"train.jsonl:1: malformed JSON"),
-    ([{"input": "a", "output": "b"}, {"input": "c"}], r"train.jsonl:2: no 'output'"),
+    (['{"input": "a", "output": "b"', ], r"train.jsonl:1: invalid JSON"),
+    ([{"input": "a", "output": "b"}, {"input": "c"}], r"train.jsonl:2: missing key 'output'"),
     ([{"input": "a", "options": ["x", "y"], "output": "z"}],
      r"train.jsonl:1: output 'z' is not one of its options \['x', 'y'\]"),
     ([{"input": "a", "output": "b", "label": 1}], r"train.jsonl:1: unknown key\(s\) \['label'\]"),
