@@ -137,7 +137,7 @@ def load_run_config(run_dir: str) -> ml_collections.ConfigDict:
 def load_part(config, checkpoint: str, models: experiment.Models, part: str):
   """One parameter part of a run: restored when the experiment trains it; otherwise
   (the frozen downstream T5) from config.init.downstream_checkpoint, or the run's
-  own seeded initialization (see train.initial_params)."""
+  own seeded initialization (see trainer_setup.initial_params)."""
   if part in models.trainable:
     abstract = t5.unbox_shapes(experiment.abstract_params(models, part))
     return checkpoints.restore_part(checkpoint, part, abstract)

@@ -5,8 +5,8 @@
 Sections, in order: distributed setup; the set-up shared with `hypert5.plan`
 and `hypert5.bench` (`trainer_setup.setup_train`: mesh, models and optimizer,
 abstract shapes and shardings, the jitted step with explicit in/out shardings
-and donated state, built by `make_train_step` here); restore or initialize
-(directly into the shardings); and the loop (logging, asynchronous Orbax
+and donated state); restore or initialize (`trainer_setup.initial_params`,
+directly into the shardings); and the loop (logging, asynchronous Orbax
 checkpoints, preemption, NaN stop).
 
 The workdir gets config.json (the resolved config), metrics.jsonl (one object
@@ -25,15 +25,13 @@ import signal
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 from ml_collections import config_flags
 
-from hypert5 import checkpoints, cli, data, experiment, hypermodel, partitioning
+from hypert5 import checkpoints, cli, data, experiment, trainer_setup
 from hypert5.errors import CheckpointError, DamagedCheckpoint, MeshError, TrainingDiverged
 
 
@@ -144,98 +142,6 @@ def _truncate_metrics(path: str, last_step: int) -> None:
   os.replace(path + ".partial", path)
 
 
-def initial_params(config, models, abstract, shardings, mesh, rules, parts):
-  """Fresh parameters for `parts`, each created (or loaded) into its shardings.
-
-  The downstream model is always made: the hypermodel starts as a copy of it.
-  """
-  from hypert5 import adapt  # pylint: disable=import-outside-toplevel
-  base = jax.random.PRNGKey(config.seed)
-  params = {}
-  if config.init.downstream_checkpoint:
-    _, params["downstream"], _ = checkpoints.load_model(config.init.downstream_checkpoint,
-                                                        abstract["downstream"])
-    checkpoints.check_params_fit(params["downstream"], models.downstream.config,
-                                 config.init.downstream_checkpoint)
-  else:
-    params["downstream"] = experiment.init_part(models, "downstream", jax.random.fold_in(base, 1),
-                                                shardings["downstream"])
-  if "hyper" in parts:
-    if config.init.hyper_checkpoint:
-      params["hyper"] = checkpoints.restore_part(config.init.hyper_checkpoint, "hyper",
-                                                 abstract["hyper"])
-    else:
-      fresh = experiment.jit_once(
-          ("hyper_init", models.hyper, experiment.sharding_key(shardings["hyper"])),
-          lambda: jax.jit(lambda r, down: hypermodel.init_from_downstream(
-              nn.unbox(experiment.init_fn(models.hyper)(r)["params"]), down),
-                          out_shardings=shardings["hyper"]))
-      params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
-  if "shared" in parts:
-    params["shared"] = adapt.initial_shared_peft(config, models, params, abstract["shared"],
-                                                 shardings["shared"], mesh, rules,
-                                                 jax.random.fold_in(base, 3))
-  return {p: params[p] for p in parts}
-
-
-def make_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules):
-  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)."""
-  accum = config.optimizer.grad_accum_steps
-  dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
-
-  # (summed token loss, target tokens), differentiated in the trainable parts only.
-  grad_fn = jax.value_and_grad(
-      lambda trainable, frozen, batch, rng: experiment.loss_terms(
-          models, {**frozen, **trainable}, batch, rng),
-      has_aux=True)
-
-  def step_fn(trainable, opt_state, step, frozen, batch):
-    rng = jax.random.fold_in(dropout_base, step)
-    if accum == 1:
-      (total, weight), grads = grad_fn(trainable, frozen, batch, rng)
-    else:
-      # Microbatch i takes rows i, i+accum, ...: every device holds part of each.
-      micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // accum, accum) + x.shape[1:])
-                           .swapaxes(0, 1), batch)
-
-      def body(carry, inputs):
-        index, microbatch = inputs
-        (t, w), g = grad_fn(trainable, frozen, microbatch, jax.random.fold_in(rng, index))
-        return jax.tree.map(jnp.add, carry, (t, w, g)), None
-
-      zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, trainable))
-      (total, weight, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
-    weight = jnp.maximum(weight, 1.0)
-    grads = jax.tree.map(lambda g: g / weight, grads)  # mean over the global batch's tokens
-    updates, opt_state = optimizer.update(grads, opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    metrics = {"loss": total / weight, "grad_norm": optax.global_norm(grads),
-               "learning_rate": jnp.asarray(schedule(step), jnp.float32),
-               "target_tokens": weight}
-    return trainable, opt_state, metrics
-
-  trainable_sh = {p: shardings[p] for p in models.trainable}
-  frozen_sh = {p: shardings[p] for p in models.frozen}
-  return jax.jit(
-      step_fn,
-      in_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh), frozen_sh,
-                    partitioning.batch_sharding(mesh, rules)),
-      out_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh)),
-      donate_argnums=(0, 1))
-
-
-def reusable_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh,
-                        rules):
-  """make_train_step, shared by the runs of one process that would build the same
-  step (hypert5.demo trains several stages in one process; see experiment.jit_once).
-  The key holds everything the step closes over; shardings follow from the models,
-  mesh and rules."""
-  key = ("train_step", models, json.dumps(config.optimizer.to_dict(), sort_keys=True),
-         config.total_steps, config.seed, mesh, rules)
-  return experiment.jit_once(key, lambda: make_train_step(
-      models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules))
-
-
 def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   """Runs (or resumes) training; returns the metrics logged by this invocation.
 
@@ -252,7 +158,6 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   # -- Mesh, models, optimizer, abstract state and the step: the set-up that
   # hypert5.plan and hypert5.bench share (nothing allocated or compiled yet) --
-  from hypert5 import trainer_setup  # pylint: disable=import-outside-toplevel  # imports us
   setup = trainer_setup.setup_train(config)
   models = setup.models
   if config.data.source == "seqio":  # fail now, not after initialization

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from typing import Any, Callable
 
@@ -30,8 +31,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from hypert5 import experiment, partitioning, t5
-from hypert5 import train as train_lib
+from hypert5 import checkpoints, experiment, hypermodel, partitioning, t5
 from hypert5.optim import make_optimizer
 from hypert5.errors import MeshError
 
@@ -122,7 +122,7 @@ class TrainSetup:
   def initial_params(self, parts) -> dict:
     """Fresh (or loaded, per config.init) parameters of `parts`, in their shardings."""
     with self.activate():
-      return train_lib.initial_params(self.config, self.models, self.abstract, self.shardings,
+      return initial_params(self.config, self.models, self.abstract, self.shardings,
                                       self.mesh, self.rules, parts)
 
   def init_optimizer(self, trainable: dict):
@@ -186,13 +186,105 @@ def check_batch(config, mesh: Mesh, rules) -> None:
                      f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
 
 
+def initial_params(config, models, abstract, shardings, mesh, rules, parts):
+  """Fresh parameters for `parts`, each created (or loaded) into its shardings.
+
+  The downstream model is always made: the hypermodel starts as a copy of it.
+  """
+  from hypert5 import adapt  # pylint: disable=import-outside-toplevel
+  base = jax.random.PRNGKey(config.seed)
+  params = {}
+  if config.init.downstream_checkpoint:
+    _, params["downstream"], _ = checkpoints.load_model(config.init.downstream_checkpoint,
+                                                        abstract["downstream"])
+    checkpoints.check_params_fit(params["downstream"], models.downstream.config,
+                                 config.init.downstream_checkpoint)
+  else:
+    params["downstream"] = experiment.init_part(models, "downstream", jax.random.fold_in(base, 1),
+                                                shardings["downstream"])
+  if "hyper" in parts:
+    if config.init.hyper_checkpoint:
+      params["hyper"] = checkpoints.restore_part(config.init.hyper_checkpoint, "hyper",
+                                                 abstract["hyper"])
+    else:
+      fresh = experiment.jit_once(
+          ("hyper_init", models.hyper, experiment.sharding_key(shardings["hyper"])),
+          lambda: jax.jit(lambda r, down: hypermodel.init_from_downstream(
+              nn.unbox(experiment.init_fn(models.hyper)(r)["params"]), down),
+                          out_shardings=shardings["hyper"]))
+      params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
+  if "shared" in parts:
+    params["shared"] = adapt.initial_shared_peft(config, models, params, abstract["shared"],
+                                                 shardings["shared"], mesh, rules,
+                                                 jax.random.fold_in(base, 3))
+  return {p: params[p] for p in parts}
+
+
+def make_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules):
+  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)."""
+  accum = config.optimizer.grad_accum_steps
+  dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
+
+  # (summed token loss, target tokens), differentiated in the trainable parts only.
+  grad_fn = jax.value_and_grad(
+      lambda trainable, frozen, batch, rng: experiment.loss_terms(
+          models, {**frozen, **trainable}, batch, rng),
+      has_aux=True)
+
+  def step_fn(trainable, opt_state, step, frozen, batch):
+    rng = jax.random.fold_in(dropout_base, step)
+    if accum == 1:
+      (total, weight), grads = grad_fn(trainable, frozen, batch, rng)
+    else:
+      # Microbatch i takes rows i, i+accum, ...: every device holds part of each.
+      micro = jax.tree.map(lambda x: x.reshape((x.shape[0] // accum, accum) + x.shape[1:])
+                           .swapaxes(0, 1), batch)
+
+      def body(carry, inputs):
+        index, microbatch = inputs
+        (t, w), g = grad_fn(trainable, frozen, microbatch, jax.random.fold_in(rng, index))
+        return jax.tree.map(jnp.add, carry, (t, w, g)), None
+
+      zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, trainable))
+      (total, weight, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+    weight = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)  # mean over the global batch's tokens
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    metrics = {"loss": total / weight, "grad_norm": optax.global_norm(grads),
+               "learning_rate": jnp.asarray(schedule(step), jnp.float32),
+               "target_tokens": weight}
+    return trainable, opt_state, metrics
+
+  trainable_sh = {p: shardings[p] for p in models.trainable}
+  frozen_sh = {p: shardings[p] for p in models.frozen}
+  return jax.jit(
+      step_fn,
+      in_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh), frozen_sh,
+                    partitioning.batch_sharding(mesh, rules)),
+      out_shardings=(trainable_sh, opt_shardings, partitioning.replicated(mesh)),
+      donate_argnums=(0, 1))
+
+
+def reusable_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh,
+                        rules):
+  """make_train_step, shared by the runs of one process that would build the same
+  step (hypert5.demo trains several stages in one process; see experiment.jit_once).
+  The key holds everything the step closes over; shardings follow from the models,
+  mesh and rules."""
+  key = ("train_step", models, json.dumps(config.optimizer.to_dict(), sort_keys=True),
+         config.total_steps, config.seed, mesh, rules)
+  return experiment.jit_once(key, lambda: make_train_step(
+      models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules))
+
+
 def setup_train(config, devices=None) -> TrainSetup:
   """Mesh, models, optimizer, abstract state and the jitted step of `config`.
 
   Raises MeshError (a mesh that does not fit the devices, the batch
   or a parameter) or ValueError (a bad config value) before anything compiles.
   The step is shared by the calls of one process that would build the same one
-  (train.reusable_train_step).
+  (reusable_train_step).
   """
   # -- Mesh -------------------------------------------------------------------
   mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes, devices)
@@ -211,7 +303,7 @@ def setup_train(config, devices=None) -> TrainSetup:
                     nn.get_partition_spec(experiment.abstract_params(models, part)), mesh)
 
   # -- The step ---------------------------------------------------------------
-  step = train_lib.reusable_train_step(models, optimizer, schedule, config, shardings,
+  step = reusable_train_step(models, optimizer, schedule, config, shardings,
                                        opt_shardings, mesh, rules)
   return TrainSetup(config, mesh, rules, models, optimizer, schedule, shardings, abstract,
                     opt_shardings, opt_abstract, step)

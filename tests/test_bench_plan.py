@@ -122,7 +122,7 @@ def test_tiny_bench_prints_train_and_inference_lines():
 
 def test_bench_step_is_the_step_train_runs(tmp_path):
   """For the tiny preset, the program the bench times lowers to the same HLO as the
-  step built afresh by train.make_train_step for the config `hypert5.train
+  step built afresh by trainer_setup.make_train_step for the config `hypert5.train
   --config=configs/bench.py:tiny,prefix` loads; and one step of the bench's step,
   from a fresh run's state and first batch, gives the parameters `hypert5.train`
   checkpoints after its first step."""
@@ -139,8 +139,8 @@ def test_bench_step_is_the_step_train_runs(tmp_path):
   optimizer, schedule = make_optimizer(config.optimizer, config.total_steps)
   shardings, _, opt_shardings, _ = trainer_setup.abstract_state(models, optimizer, ours.mesh,
                                                                 ours.rules)
-  fresh = train.make_train_step(models, optimizer, schedule, config, shardings, opt_shardings,
-                                ours.mesh, ours.rules)
+  fresh = trainer_setup.make_train_step(models, optimizer, schedule, config, shardings,
+                                        opt_shardings, ours.mesh, ours.rules)
   assert fresh is not ours.step
   with ours.activate():
     assert fresh.lower(*ours.abstract_arguments()).as_text() == ours.lower().as_text()

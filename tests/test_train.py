@@ -210,7 +210,7 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 def test_runs_in_one_process_share_a_step_only_when_nothing_differs(tmp_path):
   """hypert5.demo trains its stages in one process and reuses their jitted steps
-  (train.reusable_train_step): a run with another learning rate must not get the
+  (trainer_setup.reusable_train_step): a run with another learning rate must not get the
   first run's step, and an identical run gets it without tracing it again."""
   from jax import monitoring
   from hypert5 import train
