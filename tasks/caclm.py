@@ -159,13 +159,29 @@ def c4_reader(root: str | None):
   return read
 
 
+def c4_files(root: str | None, split: str) -> list[str]:
+  """The TFDS files of a C4 split (its TFRecord shards and dataset_info.json)."""
+  version_dir = f"{root}/c4/en/3.1.0" if root else None
+  if version_dir is None or not tf.io.gfile.isdir(version_dir):
+    raise locations.C4.missing(root, f"no folder {version_dir}")
+  shards = sorted(tf.io.gfile.glob(f"{version_dir}/c4-{split}.tfrecord-*"))
+  return [f"{version_dir}/dataset_info.json"] + shards
+
+
+def c4_pieces(root: str | None, split: str) -> int:
+  """C4 is cached one TFRecord shard at a time (1,024 in the real train split)."""
+  return max(len(c4_files(root, split)) - 1, 1)
+
+
 def register(c4_root: str | None = None) -> None:
   """Registers caclm_c4 (C4 under `c4_root`, default $TFDS_DATA_DIR) and the embedded CACLM."""
   c4_root = c4_root or locations.C4.root()
   register_caclm_task(
       C4_TASK,
       sources.ReaderSource(c4_reader(c4_root), splits=("train", "validation"),
-                           description=f"C4 {C4_TFDS_NAME} under {c4_root}"),
+                           description=f"C4 {C4_TFDS_NAME} under {c4_root}",
+                           files=functools.partial(c4_files, c4_root),
+                           pieces=functools.partial(c4_pieces, c4_root)),
       vocab_lib.default_vocabulary(), C4_LAYOUT)
   register_caclm_task(
       EMBEDDED_TASK,

@@ -12,12 +12,16 @@ for the concatenated baseline the query always wins and no context segment is
 cut (see forms.py).
 
 Drawing. Two ways, both deterministic given the seed:
-  `draw_within_task` (training): records of one task are grouped k+1 at a time
-    in stream order, after the source's seeded shuffle; each record's context is
-    the other k records of its group (minus any copy of itself), so never the
-    record itself and always the same task. Groups are re-formed every epoch
-    when the source reshuffles. A record left alone in the last group of a
-    finite stream has no context and is dropped.
+  `draw_within_task` (training): each record's context is up to k other records
+    of the same task (its `task_name`), never the record itself nor a copy of
+    it, re-drawn every epoch; `leading` segments (a task's definition) come
+    first, and records that come with a context keep it. The training stream
+    (indexed.py) takes the k records that follow the record in its task's order
+    for the epoch (a pseudo-random order, new every epoch). This TensorFlow
+    version, which SeqIO's own pipeline runs, groups records k+1 at a time in
+    stream order after the source's seeded shuffle and gives each the other k
+    of its group; a record left alone in the last group of a finite stream has
+    no context and is dropped.
   fixed contexts (held-out evaluation: MetaICL seeds, P3 held-out, the embedded
     held-out tasks): the reader attaches the same k examples to every query of a
     task, chosen with `choose_fixed`, so the evaluator generates phi once per task.
@@ -83,8 +87,16 @@ def _leave_one_out(group):
   return {**group, records_lib.CONTEXT: context}
 
 
-def draw_within_task(dataset: tf.data.Dataset, num_shots: int = NUM_SHOTS) -> tf.data.Dataset:
-  """Attaches to each record a context of up to `num_shots` other records of its task."""
+def draw_within_task(dataset: tf.data.Dataset, num_shots: int = NUM_SHOTS,
+                     leading: Sequence[str] = ()) -> tf.data.Dataset:
+  """Attaches to each record a context of up to `num_shots` other records of its task,
+  after the `leading` segments (e.g. the task's definition), when there are any.
+
+  Records that come with a context (a fixed evaluation set the reader attached)
+  keep it.
+  """
+  if records_lib.CONTEXT in dataset.element_spec:
+    return dataset
   group_size = num_shots + 1
   groups = dataset.group_by_window(
       key_func=_task_key,
@@ -92,8 +104,13 @@ def draw_within_task(dataset: tf.data.Dataset, num_shots: int = NUM_SHOTS) -> tf
           lambda _, window: window.ragged_batch(group_size)),
       window_size=group_size)
   with_context = groups.map(_leave_one_out).unbatch().map(records_lib.densify)
-  return with_context.filter(tf.autograph.experimental.do_not_convert(
+  with_context = with_context.filter(tf.autograph.experimental.do_not_convert(
       lambda r: tf.size(r[records_lib.CONTEXT]) > 0))
+  if leading:
+    first = tf.constant(list(leading), tf.string)
+    with_context = with_context.map(tf.autograph.experimental.do_not_convert(
+        lambda r: {**r, records_lib.CONTEXT: tf.concat([first, r[records_lib.CONTEXT]], 0)}))
+  return with_context
 
 
 def count_fitting(lengths: tf.Tensor, budget: int | None, keep_first: bool) -> tf.Tensor:

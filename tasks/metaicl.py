@@ -146,6 +146,12 @@ def _record(line: dict, task_name: str, context=None) -> dict:
       label=options.index(line["output"]) if line["output"] in options else -1, context=context)
 
 
+def _files(root: str | None, task: str, k: int, seeds, splits, split: str) -> list[str]:
+  del split  # a task's files serve its one split
+  root = locations.METAICL.require(root)
+  return [jsonl_path(root, task, k, seed, s) for seed in seeds for s in splits]
+
+
 def train_reader(root: str | None, task: str, task_name: str):
   def read(split, shuffle, seed, shard):
     del split  # the only split
@@ -208,16 +214,18 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
     for task in config["train"]:
       name = train_task_name(task, prefix)
       if name not in registered:
-        forms.add_task(name, sources.ReaderSource(train_reader(root, task, name), ("train",),
-                                                  f"MetaICL {task} under {root}"),
+        forms.add_task(name, sources.ReaderSource(
+            train_reader(root, task, name), ("train",), f"MetaICL {task} under {root}",
+            files=functools.partial(_files, root, task, TRAIN_K, (TRAIN_SEED,), ("train",))),
                        vocabulary, context_preprocessors=[draw], **scoring_of(task))
         registered.add(name)
     for task in config["test"]:
       for seed in TEST_SEEDS:
         name = test_task_name(task, seed, prefix)
         if name not in registered:
-          forms.add_task(name, sources.ReaderSource(test_reader(root, task, seed, name),
-                                                    ("test",), f"MetaICL {task} under {root}"),
+          forms.add_task(name, sources.ReaderSource(
+              test_reader(root, task, seed, name), ("test",), f"MetaICL {task} under {root}",
+              files=functools.partial(_files, root, task, TEST_K, (seed,), ("train", "test"))),
                          vocabulary, **scoring_of(task))
           registered.add(name)
 

@@ -314,6 +314,12 @@ def grouped_choices(rows: Iterator[dict], path: str) -> Iterator[tuple[str, list
 _SCORE_COLUMNS = ("inputs_pretokenized", "targets_pretokenized", "idx", "is_correct")
 
 
+def _files(root: str | None, subset: str, split: str, also: Sequence[str] = ()) -> list[str]:
+  """The files a subset's split is read from (held-out subsets also read their train
+  split, for the few-shot set)."""
+  return [p for s in (split, *also) for p in find_files(root, subset, s).paths]
+
+
 def train_reader(root: str | None, subset: str, task_name: str):
   """Reader of a training subset: records without context, streamed."""
 
@@ -435,7 +441,8 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
     name = task_name(subset, prefix)
     forms.add_task(
         name, sources.ReaderSource(train_reader(root, subset, name), ("train", "validation"),
-                                   f"P3 {subset} under {root}"),
+                                   f"P3 {subset} under {root}",
+                                   files=functools.partial(_files, root, subset)),
         vocabulary,
         context_preprocessors=[functools.partial(fewshot.draw_within_task, num_shots=num_shots)],
         **scoring.generation(metrics.accuracy))
@@ -443,7 +450,9 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
     name = task_name(subset, prefix)
     forms.add_task(
         name, sources.ReaderSource(eval_reader(root, subset, name, num_shots, fewshot_seed),
-                                   ("validation", "test"), f"P3 {subset} under {root}"),
+                                   ("validation", "test"), f"P3 {subset} under {root}",
+                                   files=functools.partial(_files, root, subset,
+                                                           also=("train",))),
         vocabulary, **scoring.RANK_ACCURACY)
   prefix_length = len(prefix) + 1
   if train_subsets:

@@ -186,6 +186,10 @@ def _reader_by_split(root, entries: dict[str, TaskListEntry], setting: str, task
   return lambda split, **kwargs: readers[split](split=split, **kwargs)
 
 
+def _task_files(root: str | None, entries: dict[str, TaskListEntry], split: str) -> list[str]:
+  return [task_path(locations.SNI.require(root), entries[split])]
+
+
 def english_rate(root: str | None, entry: TaskListEntry, split: str) -> float:
   """1 for an English task, 0 (skipped, logged) otherwise."""
   task = load_task(task_path(locations.SNI.require(root), entry), split)
@@ -243,9 +247,11 @@ def register(root: str | None = None, vocabulary: seqio.Vocabulary | None = None
   for setting in settings:
     for task, splits in splits_of.items():
       name = task_name(setting, task, prefix)
+      by_split = {s: entry_of[task, s] for s in splits}
       forms.add_task(name, sources.ReaderSource(
-          _reader_by_split(root, {s: entry_of[task, s] for s in splits}, setting, name),
-          tuple(splits), f"S-NI {task} under {root}"), vocabulary, **SCORING)
+          _reader_by_split(root, by_split, setting, name),
+          tuple(splits), f"S-NI {task} under {root}",
+          files=functools.partial(_task_files, root, by_split)), vocabulary, **SCORING)
     for split, split_entries in entries.items():
       by_name = {task_name(setting, e.name, prefix): e for e in split_entries}
       forms.add_mixture(f"{prefix}_{setting}_{split}", list(by_name),

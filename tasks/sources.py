@@ -9,6 +9,12 @@ file, a slice of a jsonl file, ...). It also never reads anything before
 A reader has the signature
   read(split: str, shuffle: bool, seed: int | None, shard: Shard) -> tf.data.Dataset
 and returns reader records (see `records.py`).
+
+For the example cache (example_cache.py) a source may also say
+  files(split) -> paths   the data files the reader reads: the cache is rebuilt
+                          when their sizes or modification times change
+  pieces(split) -> int    how many shards to read and cache one at a time (C4:
+                          its files), for sources larger than memory
 """
 
 from __future__ import annotations
@@ -45,10 +51,18 @@ Reader = Callable[..., tf.data.Dataset]
 class ReaderSource(seqio.DataSource):
   """A DataSource whose reader shards and shuffles on its own."""
 
-  def __init__(self, reader: Reader, splits: Sequence[str], description: str):
+  def __init__(self, reader: Reader, splits: Sequence[str], description: str, *,
+               files: Callable[[str], Sequence[str]] | None = None,
+               pieces: Callable[[str], int] | None = None):
     super().__init__(splits=splits, caching_permitted=False)
     self._reader = reader
     self._description = description
+    self.files = files
+    self.pieces = pieces
+
+  @property
+  def reader(self) -> Reader:
+    return self._reader
 
   @property
   def supports_arbitrary_sharding(self) -> bool:

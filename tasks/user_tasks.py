@@ -44,12 +44,12 @@ FileNotFoundError) naming the file and line.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Callable, Mapping, Sequence, Union
 
 from absl import logging
 import seqio
-import tensorflow as tf
 
 from hypert5 import cli
 from hypert5 import metrics as metrics_lib
@@ -206,22 +206,22 @@ def fixed_context(task: UserTask, num_shots: int, seed: int) -> list[str]:
   return _definition_segments(task) + [fewshot.format_pair(l.input, l.output) for l in chosen]
 
 
+def _task_files(task: UserTask, split: str) -> list[str]:
+  paths = [os.path.join(task.folder, f"{split}.jsonl")]
+  definition = os.path.join(task.folder, DEFINITION_FILE)
+  return paths + [definition] * os.path.exists(definition)
+
+
 def _reader(task: UserTask, task_name: str, num_shots: int, fewshot_seed: int):
+  """Test queries with the fixed few-shot set; training records without a context
+  (the task's preprocessors draw it, after the definition)."""
   def read(split, shuffle, seed, shard):
     if split == "test":  # evaluation order is the file order
       context = fixed_context(task, num_shots, fewshot_seed)
       return records_lib.records_dataset(
           [_record(task_name, line, context) for line in shard.slice(task.splits["test"])])
     records = [_record(task_name, line) for line in shard.slice(task.splits["train"])]
-    dataset = fewshot.draw_within_task(records_lib.records_dataset(records, shuffle, seed),
-                                       num_shots)
-    definition = _definition_segments(task)
-    if definition:
-      prepend = tf.autograph.experimental.do_not_convert(
-          lambda r: {**r, records_lib.CONTEXT: tf.concat(
-              [tf.constant(definition), r[records_lib.CONTEXT]], 0)})
-      dataset = dataset.map(prepend)
-    return dataset
+    return records_lib.records_dataset(records, shuffle, seed)
   return read
 
 
@@ -269,9 +269,12 @@ def register_jsonl_benchmark(name: str, folder: str, *,
     vocabulary = seqio.SentencePieceVocabulary(vocabulary, extra_ids=vocab_lib.EXTRA_IDS)
   vocabulary = vocabulary or vocab_lib.default_vocabulary()
   for task in tasks:
+    draw = functools.partial(fewshot.draw_within_task, num_shots=num_shots,
+                             leading=tuple(_definition_segments(task)))
     forms.add_task(names[task.name], sources.ReaderSource(
         _reader(task, names[task.name], num_shots, fewshot_seed), tuple(task.splits),
-        f"{task.folder}"), vocabulary, **scorings[task.name])
+        f"{task.folder}", files=functools.partial(_task_files, task)), vocabulary,
+                   context_preprocessors=[draw], **scorings[task.name])
   if trained:
     sizes = {names[t]: float(len(by_name[t].splits["train"])) for t in trained}
     forms.add_mixture(f"{name}_train", list(sizes), lambda n: sizes[n])

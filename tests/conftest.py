@@ -16,6 +16,9 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "hypert5-test-compilation-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+# The example caches the tests' runs build, kept out of ~/.cache (hypert5_tasks.example_cache).
+os.environ.setdefault("HYPERT5_DATA_CACHE",
+                      os.path.join(tempfile.gettempdir(), "hypert5-test-data-cache"))
 
 import numpy as np
 import pytest
