@@ -1,19 +1,35 @@
 """Batches for the train loop: SeqIO mixtures (hypert5_tasks) or synthetic tokens.
 
-Each process reads only its shard and yields its slice of the global batch as
-numpy arrays. The stream is a pure function of (config, shard, position), so a
-resumed run continues with exactly the batches it would have seen: the position
-saved with each checkpoint is the number of batches consumed. TensorFlow and
-SeqIO are imported only for the `seqio` source, so the model, the train step
-and `hypert5.bench` run where they are not installed.
+Each process computes only its slice of every global batch, as numpy arrays.
+The stream is a pure function of (config, position): global batch b is the
+same whatever the number of processes that split it, and a resumed run
+continues at its saved position at once (`DataState`, saved with each
+checkpoint), without reading the batches before it.
+
+Sources (`config.data.source`):
+  seqio         the mixture's examples read by random access from the example
+                cache (hypert5_tasks.indexed; built once by `python -m
+                hypert5.preprocess`, or by the first single-process run)
+  seqio_tfdata  SeqIO's own tf.data pipeline (a shuffle buffer per task; a
+                resumed run replays the batches before its position): kept
+                to measure against (`hypert5.input_bench`)
+  synthetic     random tokens
+TensorFlow and SeqIO are imported only for the seqio sources, so the model,
+the train step and `hypert5.bench` run where they are not installed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Iterator
 
 import numpy as np
+
+from hypert5.errors import ConfigError
+
+SOURCES = ("seqio", "seqio_tfdata", "synthetic")
+PREPROCESS_COMMAND = "python -m hypert5.preprocess --config=CONFIG (with the run's overrides)"
 
 
 def feature_lengths(config) -> dict[str, int]:
@@ -21,26 +37,95 @@ def feature_lengths(config) -> dict[str, int]:
           "targets": config.data.targets_length}
 
 
+@dataclasses.dataclass(frozen=True)
+class DataState:
+  """Where a stream stands: batches consumed and the stream row the next one starts
+  at (packed batches hold a varying number of rows)."""
+  batches: int = 0
+  rows: int | None = None  # None: batches x the global batch size
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, value) -> "DataState":
+    return cls(int(value.get("batches", 0)), value.get("rows"))
+
+
+def open_stream(config, form: str, *, build_missing: bool = True, preprocess_hint: str = ""):
+  """The config's mixture as a random-access stream (hypert5_tasks.indexed.IndexedMixture)."""
+  from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+  name = check_mixture(config.data.mixture, form, config.model.vocab_size)
+  return indexed.IndexedMixture(
+      name, split=config.data.split, lengths=feature_lengths(config), seed=config.seed,
+      cache_dir=config.data.get("cache_dir") or None, build_missing=build_missing,
+      preprocess_hint=preprocess_hint or PREPROCESS_COMMAND)
+
+
+def train_stream(config, features: tuple[str, ...], *, local_batch_size: int,
+                 shard_index: int, num_shards: int, start: DataState = DataState(),
+                 form: str = "hyper", stream=None
+                 ) -> Iterator[tuple[dict[str, np.ndarray], DataState]]:
+  """This process's batches from `start` on, each with the state after it.
+
+  stream: an open `open_stream` (else opened here).
+  """
+  source = config.data.source
+  if source not in SOURCES:
+    raise ConfigError(f"config.data.source={source!r}: expected one of {', '.join(SOURCES)}")
+  global_batch = local_batch_size * num_shards
+  if source == "synthetic":
+    index = start.batches
+    while True:
+      yield (synthetic_batch(config, features, local_batch_size, shard_index, index),
+             DataState(index + 1))
+      index += 1
+  if source == "seqio_tfdata":
+    for index, batch in enumerate(_tfdata_batches(config, local_batch_size, shard_index,
+                                                  num_shards, start.batches, form),
+                                  start=start.batches + 1):
+      yield {k: batch[k] for k in features}, DataState(index)
+    return
+  stream = stream or open_stream(config, form)
+  index = start.batches
+  if not config.data.pack:
+    while True:
+      batch = stream.batch(index, batch_size=global_batch, shard_index=shard_index,
+                           num_shards=num_shards)
+      index += 1
+      yield {k: batch[k] for k in features}, DataState(index)
+  rows = start.rows
+  if rows is None:  # a state saved without rows: plan the batches before it
+    rows = 0
+    for _ in range(start.batches):
+      _, rows = stream.packed_batch(rows, batch_size=global_batch, shard_index=shard_index,
+                                    num_shards=num_shards)
+  while True:
+    batch, rows = stream.packed_batch(rows, batch_size=global_batch, shard_index=shard_index,
+                                      num_shards=num_shards)
+    index += 1
+    yield {k: batch[k] for k in features}, DataState(index, rows)
+
+
 def train_batches(config, features: tuple[str, ...], *, local_batch_size: int, shard_index: int,
                   num_shards: int, start_batch: int = 0, form: str = "hyper"
                   ) -> Iterator[dict[str, np.ndarray]]:
   """This process's batches from position `start_batch` on: {feature: [local_batch, ...]}."""
-  if config.data.source == "synthetic":
-    index = start_batch
-    while True:
-      yield synthetic_batch(config, features, local_batch_size, shard_index, index)
-      index += 1
-  if config.data.source != "seqio":
-    raise ValueError(f"config.data.source={config.data.source!r}: expected seqio or synthetic")
+  for batch, _ in train_stream(config, features, local_batch_size=local_batch_size,
+                               shard_index=shard_index, num_shards=num_shards,
+                               start=DataState(start_batch), form=form):
+    yield batch
+
+
+def _tfdata_batches(config, local_batch_size, shard_index, num_shards, start_batch, form):
   from hypert5_tasks import pipeline  # pylint: disable=import-outside-toplevel
   name = check_mixture(config.data.mixture, form, config.model.vocab_size)
   dataset = pipeline.get_dataset(
       name, feature_lengths(config), split=config.data.split,
       shard_index=shard_index, num_shards=num_shards, seed=config.seed, shuffle=True,
       pack=config.data.pack, form="hyper", batch_size=local_batch_size)
-  # Skipping replays the input pipeline up to the saved position: exact for every mixture.
-  for batch in dataset.skip(start_batch).as_numpy_iterator():
-    yield {k: batch[k] for k in features}
+  # Skipping replays the input pipeline up to the saved position.
+  return dataset.skip(start_batch).as_numpy_iterator()
 
 
 def synthetic_batch(config, features, batch_size: int, shard_index: int, index: int

@@ -51,10 +51,12 @@ def default_config() -> ml_collections.ConfigDict:
       peft_examples="",  # hyper: jsonl of {input, output} few-shot examples
   )
   c.data = dict(
-      source="seqio",  # seqio (hypert5_tasks mixtures) | synthetic (random tokens)
+      # seqio (hypert5_tasks mixtures, from the example cache) | seqio_tfdata (SeqIO's
+      # tf.data pipeline, for comparison) | synthetic (random tokens)
+      source="seqio",
       mixture="embedded_fewshot_train", split="train", form="",  # "" = the experiment's
       hyper_inputs_length=512, inputs_length=128, targets_length=32, pack=False,
-      shuffle_buffer=10_000)
+      cache_dir="")  # "": $HYPERT5_DATA_CACHE or ~/.cache/hypert5/data
   c.batch_size = 32
   c.optimizer = default_optimizer_config()
   c.total_steps = 1000

@@ -32,8 +32,8 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from hypert5 import checkpoints, cli, data, experiment, trainer_setup
-from hypert5.errors import CheckpointError, DamagedCheckpoint, MeshError, TrainingDiverged
-
+from hypert5.errors import (CheckpointError, ConfigError, DamagedCheckpoint, HyperT5Error,
+                            MeshError, TrainingDiverged)
 
 
 def define_flags() -> None:
@@ -160,18 +160,25 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   # hypert5.plan and hypert5.bench share (nothing allocated or compiled yet) --
   setup = trainer_setup.setup_train(config)
   models = setup.models
-  if config.data.source == "seqio":  # fail now, not after initialization
+  stream = None
+  if config.data.source in ("seqio", "seqio_tfdata"):  # fail now, not after initialization
     mixture = data.check_mixture(config.data.mixture, experiment.data_form(config),
                                  config.model.vocab_size)
     if is_chief:  # TF-free tools (hypert5.adapt, hypert5.score) read it from here
       data.write_vocabulary(mixture, os.path.join(workdir, "spiece.model"))
+  if config.data.source == "seqio":
+    # One process builds missing caches itself; on several hosts they must all read
+    # the same, built beforehand.
+    stream = data.open_stream(config, experiment.data_form(config),
+                              build_missing=jax.process_count() == 1,
+                              preprocess_hint=_preprocess_command())
   trainable_abstract = {p: setup.abstract[p] for p in models.trainable}
   opt_abstract = setup.opt_abstract
 
   # -- Restore or initialize --------------------------------------------------
   checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                                                keep=config.keep_checkpoints)
-  start_step, batches_done, trainable, opt_state = 0, 0, None, None
+  start_step, data_state, trainable, opt_state = 0, data.DataState(), None, None
   for step in reversed(checkpointer.all_steps()):
     try:
       # A checkpoint of another model shape is a clear error before any step.
@@ -186,7 +193,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
       log.warning("checkpoint %d in %s cannot be restored (%s); trying an older one",
                   step, checkpointer.directory, e)
       continue
-    start_step, batches_done = int(meta["step"]), int(meta["batches_consumed"])
+    _check_same_data(meta, stream, step, checkpointer.directory)
+    start_step = int(meta["step"])
+    data_state = data.DataState.from_dict(meta.get("data_state")
+                                          or {"batches": meta["batches_consumed"]})
     log.info("resumed from step %d", start_step)
     if is_chief:
       _set_aside_damaged(checkpointer, start_step)
@@ -199,10 +209,10 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   # Input: started now, so building the pipeline overlaps initialization and compilation.
   local_batch = config.batch_size // jax.process_count()
-  batches = data.Prefetcher(lambda: data.train_batches(
+  batches = data.Prefetcher(lambda start=data_state: data.train_stream(
       config, setup.features, local_batch_size=local_batch, shard_index=jax.process_index(),
-      num_shards=jax.process_count(), start_batch=batches_done,
-      form=experiment.data_form(config)))
+      num_shards=jax.process_count(), start=start, form=experiment.data_form(config),
+      stream=stream))
 
   fresh = setup.initial_params(models.frozen if trainable is not None else models.parts)
   frozen = {p: fresh[p] for p in models.frozen}
@@ -240,8 +250,11 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
 
   def save(step):
     nonlocal last_saved
-    checkpointer.save(step, trainable, opt_state,
-                      {"step": step, "batches_consumed": batches_done})
+    meta = {"step": step, "batches_consumed": data_state.batches,
+            "data_state": data_state.to_dict()}
+    if stream is not None:
+      meta["data"] = stream.composition
+    checkpointer.save(step, trainable, opt_state, meta)
     last_saved = step
 
   step, preempted = start_step, False
@@ -258,13 +271,12 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
         break
       if stop_after is not None and step - start_step >= stop_after:
         break
-      local = next(batches)
+      local, data_state = next(batches)
       interval_tokens += _count_tokens(local) * jax.process_count()
       batch = setup.global_batch(local)
       with setup.activate():
         trainable, opt_state, metrics = setup.step(trainable, opt_state, jnp.int32(step), frozen,
                                                    batch)
-      batches_done += 1
       if pending is not None:
         check(*pending)
       step += 1
@@ -298,6 +310,41 @@ def train(config, workdir: str, *, stop_after: int | None = None) -> list[dict]:
   if preempted:
     raise Preempted(f"preempted at step {step}")
   return logged
+
+
+def _preprocess_command() -> str:
+  """This command's config flags after `python -m hypert5.preprocess`."""
+  flags_ = [a for a in sys.argv[1:] if a.startswith("--config")]
+  return " ".join(["python -m hypert5.preprocess"] + (flags_ or ["--config=CONFIG"]))
+
+
+def _check_same_data(meta: dict, stream, step: int, directory: str) -> None:
+  """A resumed run must read the stream it was trained on: the same tasks, rates and
+  example counts (a changed mixture would silently start another stream)."""
+  saved = meta.get("data")
+  if stream is None or saved is None:
+    return
+  now = stream.composition
+  where = f"checkpoint {step} in {directory}"
+  for key in ("mixture", "split", "seed"):
+    if saved.get(key) != now[key]:
+      raise ConfigError(f"{where} was trained on data {key} {saved.get(key)!r}, this run "
+                        f"reads {now[key]!r}; resume with the run's own config, or start "
+                        "a new workdir")
+  before = {t[0]: tuple(t[1:]) for t in saved["tasks"]}
+  after = {t[0]: tuple(t[1:]) for t in now["tasks"]}
+  if before != after:
+    gone, new = sorted(set(before) - set(after)), sorted(set(after) - set(before))
+    changed = sorted(t for t in set(before) & set(after) if before[t] != after[t])
+    detail = "; ".join(part for part in (
+        f"tasks no longer mixed: {', '.join(gone[:3])}" if gone else "",
+        f"tasks added: {', '.join(new[:3])}" if new else "",
+        (f"{changed[0]} had (rate, examples) {before[changed[0]]}, now {after[changed[0]]}"
+         + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""))
+        if changed else "") if part)
+    raise ConfigError(f"{where} was trained on another composition of mixture "
+                      f"{now['mixture']}: {detail}. Resume with the data it was trained on, "
+                      "or start a new workdir")
 
 
 FINISHED_MARKER = "DONE"
@@ -385,7 +432,7 @@ def main(argv):
     train(FLAGS.config, FLAGS.workdir)
   except Preempted:
     pass  # saved; the next start resumes from it
-  except (TrainingDiverged, MeshError, CheckpointError, ValueError) as e:
+  except (HyperT5Error, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 

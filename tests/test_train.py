@@ -75,7 +75,12 @@ def free_port():
 
 def test_two_processes_agree_on_the_loss(tmp_path):
   port = free_port()
-  env = env_with(1, JAX_NUM_CPU_DEVICES="2", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo")
+  env = env_with(1, JAX_NUM_CPU_DEVICES="2", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                 HYPERT5_DATA_CACHE=str(tmp_path / "cache"))
+  # Several processes read caches built beforehand (one process would build them itself).
+  prepared = run([sys.executable, "-m", "hypert5.preprocess", f"--config={TINY}"], env)
+  assert prepared.returncode == 0, prepared.stderr[-3000:]
+  assert "done in" in prepared.stdout and "30,720 examples" in prepared.stdout
   procs = [subprocess.Popen(
       train_command(tmp_path / "multi", "--config.total_steps=3", "--config.log_every=1",
                     "--config.checkpoint_every=3", f"--coordinator_address=127.0.0.1:{port}",
@@ -112,6 +117,69 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
   expected, got = losses(tmp_path / "whole"), losses(tmp_path / "killed")
   assert sorted(got) == list(range(1, 9))
   assert got == expected  # bitwise on CPU, every step after the checkpoint included
+
+
+def sni_run(tmp_path, tasks=12):
+  """configs/hypert5_mtf.py:sni_def,prefix,runlocal over S-NI task files written here."""
+  import fixtures_tasks
+  from hypert5_tasks import vocab
+  names = [f"task{i:03d}_fixture" for i in range(tasks)]
+  fixtures_tasks.write_sni(tmp_path / "sni", {
+      n: fixtures_tasks.sni_task(definition=f"Answer question kind {i}.", num_instances=24 + i)
+      for i, n in enumerate(names)}, train=names[:-2], test=names[-2:])
+  env = env_with(1, HYPERT5_SNI_DIR=str(tmp_path / "sni"), HYPERT5_DATA_CACHE=str(
+      tmp_path / "cache"), HYPERT5_VOCAB=str(vocab.EMBEDDED_VOCAB_PATH))
+  config = os.path.join(REPO, "configs", "hypert5_mtf.py") + ":sni_def,prefix,runlocal"
+  short = ["--config.data.hyper_inputs_length=128", "--config.data.inputs_length=32",
+           "--config.data.targets_length=16"]
+  return config, short, env, names
+
+
+def test_sni_mtf_resumed_after_sigkill_equals_uninterrupted_run(tmp_path):
+  config, short, env, _ = sni_run(tmp_path)
+  steps = [*short, "--config.total_steps=8", "--config.log_every=1",
+           "--config.checkpoint_every=3"]
+  whole = run(train_command(tmp_path / "whole", *steps, config=config), env)
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  victim = subprocess.Popen(train_command(tmp_path / "killed", *steps, config=config),
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+  checkpoint = tmp_path / "killed" / "checkpoints" / "3"
+  deadline = time.time() + 500
+  while not checkpoint.exists() and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.2)
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+  assert checkpoint.exists()
+  resumed = run(train_command(tmp_path / "killed", *steps, config=config), env)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert "resumed from step" in resumed.stderr
+  expected, got = losses(tmp_path / "whole"), losses(tmp_path / "killed")
+  assert sorted(got) == list(range(1, 9))
+  assert got == expected  # bitwise, every step after the checkpoint included
+  meta = json.loads((tmp_path / "killed" / "checkpoints" / "8" / "meta" / "metadata")
+                    .read_text())
+  assert meta["data_state"] == {"batches": 8, "rows": None}  # where the stream stands
+  assert [t[0] for t in meta["data"]["tasks"]] == [f"sni_def.task{i:03d}_fixture"
+                                                  for i in range(10)]
+
+
+def test_resuming_on_another_composition_of_the_mixture_is_refused(tmp_path):
+  config, short, env, names = sni_run(tmp_path)
+  steps = [*short, "--config.total_steps=4", "--config.log_every=1",
+           "--config.checkpoint_every=2"]
+  first = run(train_command(tmp_path / "wd", *steps, "--config.total_steps=2", config=config),
+              env)
+  assert first.returncode == 0, first.stderr[-3000:]
+  metrics = (tmp_path / "wd" / "metrics.jsonl").read_text()
+  split = tmp_path / "sni" / "splits" / "default" / "train_tasks.txt"
+  split.write_text(split.read_text() + f"{names[-1]}\n")  # one more training task
+  again = run(train_command(tmp_path / "wd", *steps, config=config), env)
+  assert again.returncode == 1
+  assert ("checkpoint 2 in" in again.stderr and "another composition of mixture "
+          f"sni_def_train: tasks added: sni_def.{names[-1]}" in again.stderr), again.stderr
+  assert "Traceback" not in again.stderr
+  assert (tmp_path / "wd" / "metrics.jsonl").read_text() == metrics  # nothing lost
 
 
 def test_sigterm_saves_the_current_step(tmp_path):
