@@ -26,6 +26,8 @@ DATA = [
     "pyarrow",  # P3 parquet shards
 ]
 EVAL = ["rouge-score", "scikit-learn", "matplotlib"]
+# `hypert5.input_bench --pipeline=grain`: Grain's mixing and shuffling, measured against ours.
+BENCH = ["grain"]
 # Only the HuggingFace comparisons and PEFT export need torch. Pin the CPU build that
 # ships with the target machines: an unpinned torch pulls a multi-GB CUDA build.
 HF = ["transformers>=5.0", "torch==2.13.0", "peft>=0.17"]
@@ -43,6 +45,7 @@ setuptools.setup(
         "data": DATA,
         "eval": EVAL,
         "hf": HF,
-        "test": DATA + EVAL + HF + ["pytest", "pytest-xdist"],
+        "bench": BENCH,
+        "test": DATA + EVAL + HF + BENCH + ["pytest", "pytest-xdist"],
     },
 )

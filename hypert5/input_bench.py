@@ -1,37 +1,41 @@
-"""Input pipeline throughput of the training mixtures, beside what the train step consumes.
+"""Input pipeline cost of the training mixtures, by design and task count, beside what
+the train step consumes.
 
   python -m hypert5.input_bench --mixture=caclm,p3,metaicl_hr_to_lr,sni_def \
-      --replica_dir=/tmp/hypert5_replica [--max_tasks=8] [--batch_size=32]
+      --replica_dir=/tmp/hypert5_replica --pipeline=tfdata,indexed,grain \
+      --max_tasks=8,64,256,0 [--resume_positions=0,1000,100000] [--batch_size=32]
 
-Each mixture is read through `hypert5.data.train_batches`, the generator
-`hypert5.train` draws its batches from, with the config of the paper's run
-(configs/hyperpretrain.py for CACLM, configs/hypert5_mtf.py for the others) at
-its lengths: CACLM hypermodel 384 / input 40 / target 136, the few-shot
-benchmarks 1024 / 384 / 128.
+Each (mixture, pipeline, task count) is measured in a process of its own, so its
+memory is its own: the mixture is cut to its first N tasks of nonzero rate (0:
+all of them), read as `hypert5.train` reads it with the config of the paper's
+run (configs/hyperpretrain.py for CACLM, configs/hypert5_mtf.py for the others)
+at its lengths (CACLM 384 / 40 / 136, the few-shot benchmarks 1024 / 384 / 128),
+and these are printed:
+
+  preprocessing   building the example cache (indexed and grain; once per data)
+  first batch     from building the stream to its first batch
+  per core        examples per CPU-second of the process in the timed window
+                  (every thread counted), after warm-up; and the wall-clock rate
+  memory          peak resident memory of the process, and resident after timing
+  resume          a fresh stream's first batch at each --resume_positions position
+
+Pipelines (config.data.source):
+  tfdata   SeqIO's tf.data pipeline (`seqio_tfdata`): a 1,000-example shuffle
+           buffer per task, filled before the steady state (the warm-up draws
+           1.25 x tasks x 1,000 examples untimed); resumes by replaying batches
+           (--tfdata_resume_positions, default 0 and 300)
+  indexed  the training stream (`seqio`): hypert5_tasks.indexed over the example
+           cache, any batch computed from its position
+  grain    the same example reads, mixed and shuffled by Grain
+           (`grain.MapDataset.mix` by the rates, then `shuffle`), the loader
+           MaxText uses: the design measured against ours (`pip install grain`)
 
 Data. Without --replica_dir the real copies are read from the folders the
 tasks read ($TFDS_DATA_DIR, $HYPERT5_P3_DIR, $HYPERT5_METAICL_DIR,
 $HYPERT5_SNI_DIR) with T5's vocabulary ($HYPERT5_VOCAB). With --replica_dir,
-copies in the real formats are written there first when absent (P3 parquet
-shards of every T0 training subset, MetaICL jsonl of every training task of the
-split, S-NI task files of the default split, a TFDS c4/en:3.1.0 folder) and
-read instead. Their text is real English (Shakespeare, the embedded corpus) cut
-to the benchmarks' typical lengths; without $HYPERT5_VOCAB, a SentencePiece
-model trained on that text (about 24k pieces, 4.1 characters per token, near
-T5's 32k model on English) stands in for T5's.
-
-Rates. Each task of a SeqIO mixture shuffles 1,000 preprocessed examples and
-prefetches in the background from the start, so a mixture of T tasks does about
-T x 1,000 examples of extra work (and holds them in memory) before its steady
-state. The mixture is therefore cut to its first --max_tasks tasks (default 8:
-P3 has 300-odd, S-NI 756; --max_tasks=0 mixes them all), and by default enough
-batches to fill every task's buffer are drawn untimed. Then --batches batches
-(and more until --min_seconds) are timed: examples/s and tokens/s (non-padding
-tokens of hypermodel input, input and target) on the wall clock, and per core:
-examples per second of CPU time the process used (every thread counted), which
-a host with more cores multiplies as far as the pipeline's stages run in
-parallel. The one stage that cannot is P3's reader (a Python generator per
-subset, all under one interpreter lock): its records/s alone is measured too.
+copies in the real formats are written there first when absent
+(hypert5/replicas.py) and read instead; their example caches go to DIR/cache
+unless --cache_dir says otherwise.
 
 Demand. What the train step consumes at `hypert5.bench`'s large preset
 (T5-Large hypermodel and downstream model, bf16, prefix length 32, LoRA rank 32)
@@ -41,7 +45,9 @@ cheaper of prefix and LoRA, which consumes more), on one H100 SXM or H200
 (989e12 dense bf16 FLOP/s) and on one TPU v4 host (4 chips x 275e12). The verdict:
 cores per accelerator = that rate / the per-core rate; one host keeps its
 accelerators fed when its cores cover all of them (an 8-GPU node, 112 cores; a
-TPU v4 VM, 120) and P3's serial reader keeps up with the host's total.
+TPU v4 VM, 120) and any serial stage keeps up with the host's total (tfdata's
+P3 reader, a Python generator per subset under one interpreter lock, is timed
+alone for that).
 
 Imports neither TensorFlow nor SeqIO until a pipeline is built.
 """
@@ -54,11 +60,14 @@ import math
 import os
 import pathlib
 import resource
+import subprocess
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
+
+from hypert5 import replicas
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -90,18 +99,14 @@ HOSTS = {
     "TPU v4 host (4 chips)": ("a TPU v4 VM", 1, 120),
 }
 
-# Which benchmark copies a mixture reads: (environment variable, replica subfolder).
-ENV_VOCAB = "HYPERT5_VOCAB"
-DATA_OF = {"caclm": ("TFDS_DATA_DIR", "tfds"), "p3": ("HYPERT5_P3_DIR", "p3"),
-           "metaicl": ("HYPERT5_METAICL_DIR", "metaicl"), "sni": ("HYPERT5_SNI_DIR", "sni")}
+ENV_VOCAB, DATA_OF, benchmark_of = replicas.ENV_VOCAB, replicas.DATA_OF, replicas.benchmark_of
+PIPELINES = ("tfdata", "indexed", "grain")
+SOURCE_OF = {"tfdata": "seqio_tfdata", "indexed": "seqio", "grain": "seqio"}
+DEFAULT_PIPELINES = ("tfdata", "indexed")
 
 
 class BadInput(ValueError):
   """A flag or the data it names is wrong; raised before any pipeline is built."""
-
-
-def benchmark_of(mixture: str) -> str:
-  return mixture.split("_")[0]
 
 
 def check_mixtures(names: Sequence[str]) -> list[str]:
@@ -116,11 +121,23 @@ def check_mixtures(names: Sequence[str]) -> list[str]:
   return list(dict.fromkeys(names))
 
 
-def config_of(mixture: str):
-  """The paper's config that trains on `mixture` (its mixture name, lengths, seed)."""
+def check_pipelines(names: Sequence[str]) -> list[str]:
+  """The pipelines to measure, or BadInput naming the known ones."""
+  names = [n.strip() for n in names if n.strip()]
+  if not names or any(n not in PIPELINES for n in names):
+    raise BadInput(f"--pipeline={','.join(names)!r}: pass one or more (comma-separated) of "
+                   f"{', '.join(PIPELINES)}")
+  return list(dict.fromkeys(names))
+
+
+def config_of(mixture: str, pipeline: str = "indexed"):
+  """The paper's config that trains on `mixture` (its mixture name, lengths, seed),
+  reading it through `pipeline`."""
   from hypert5 import cli  # pylint: disable=import-outside-toplevel
   path, arg = MIXTURES[mixture]
-  return cli.load_config(str(CONFIGS / path), arg)
+  config = cli.load_config(str(CONFIGS / path), arg)
+  config.data.source = SOURCE_OF[pipeline]
+  return config
 
 
 def _has_data(benchmark: str, root: str) -> bool:
@@ -190,217 +207,6 @@ def demand(lengths: dict[str, int]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------
-# Replicas of the real formats.
-
-
-class Text:
-  """Runs of real English words (the embedded corpus), by length in words."""
-
-  def __init__(self, seed: int):
-    from hypert5_tasks import embedded_corpus  # pylint: disable=import-outside-toplevel
-    self.words = " ".join(embedded_corpus.passages("train")).split()
-    self.rng = np.random.default_rng(seed)
-
-  def words_of(self, count: int) -> str:
-    count = max(1, min(int(count), len(self.words) - 1))
-    start = int(self.rng.integers(0, len(self.words) - count))
-    return " ".join(self.words[start:start + count])
-
-  def lognormal(self, median: float, sigma: float, cap: int) -> str:
-    return self.words_of(min(cap, max(1, round(median * math.exp(sigma * self.rng.normal())))))
-
-  def sentences(self) -> list[str]:
-    text = " ".join(self.words)
-    return [text[i:i + 2000] for i in range(0, len(text), 2000)]
-
-
-# Median words (about 1.3 tokens each) of the texts the replicas hold, after the
-# real benchmarks: T0 prompts, MetaICL's short classification inputs, S-NI
-# definitions and instances, C4 documents (about 400 tokens on average).
-LENGTHS = {"p3_input": (80, 0.6, 700), "p3_target": (3, 0.8, 40),
-           "metaicl_input": (40, 0.7, 400), "metaicl_target": (4, 0.6, 30),
-           "sni_definition": (60, 0.5, 300), "sni_input": (60, 0.7, 500),
-           "sni_target": (4, 0.8, 60), "c4_document": (300, 0.8, 5000)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplicaSize:
-  p3_rows: int = 400  # per T0 training subset (real: thousands to 500,000)
-  metaicl_lines: int = 1000  # per training task (real: up to 16,384)
-  sni_instances: int = 100  # per task (the training split keeps 100)
-  c4_documents: int = 16_000  # training documents, in 8 shards
-  c4_shards: int = 8
-  only: int = 0  # >0: only the first `only` tasks of each benchmark (tests)
-
-
-def write_vocabulary(path: str, text: Text) -> None:
-  """A SentencePiece model in T5's conventions (pad 0, EOS 1, unk 2), from `text`."""
-  import io  # pylint: disable=import-outside-toplevel
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  spm.set_random_generator_seed(0)
-  model = io.BytesIO()
-  spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(text.sentences()), model_writer=model, vocab_size=32000,
-      hard_vocab_limit=False, model_type="unigram", character_coverage=1.0, pad_id=0,
-      eos_id=1, unk_id=2, bos_id=-1, num_threads=1, input_sentence_size=0,
-      shuffle_input_sentence=False, max_sentence_length=4192, minloglevel=2)
-  _write_bytes(path, model.getvalue())
-
-
-def _write_bytes(path: str, payload: bytes) -> None:
-  with open(path + ".partial", "wb") as f:
-    f.write(payload)
-  os.replace(path + ".partial", path)
-
-
-def _first(items, size: ReplicaSize):
-  # SeqIO orders a mixture's tasks by name; `restrict` keeps the first ones.
-  return sorted(items)[:size.only] if size.only else list(items)
-
-
-def write_p3(root: str, text: Text, size: ReplicaSize) -> None:
-  """data/{subset}/train.parquet for every T0 training subset (HF's parquet layout)."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import p3  # pylint: disable=import-outside-toplevel
-  subsets = _first(p3.t0_train_subsets(), size)
-  for i, subset in enumerate(subsets):
-    choices = [text.words_of(2) for _ in range(int(text.rng.integers(2, 5)))] if i % 2 else None
-    inputs, targets = [], []
-    for _ in range(size.p3_rows):
-      inputs.append(text.lognormal(*LENGTHS["p3_input"]))
-      targets.append(choices[int(text.rng.integers(len(choices)))] if choices
-                     else text.lognormal(*LENGTHS["p3_target"]))
-    columns = {
-        # Stored ids (read only for the average-length filter): about 1.3 tokens a word.
-        "inputs": pa.array([list(range(round(1.3 * len(x.split())))) for x in inputs],
-                           pa.list_(pa.int32())),
-        "inputs_pretokenized": pa.array(inputs, pa.string()),
-        "targets": pa.array([list(range(round(1.3 * len(y.split())) + 1)) for y in targets],
-                            pa.list_(pa.int32())),
-        "targets_pretokenized": pa.array(targets, pa.string()),
-    }
-    if choices:
-      columns["answer_choices"] = pa.array([choices] * size.p3_rows, pa.list_(pa.string()))
-    folder = os.path.join(root, "data", subset)
-    os.makedirs(folder, exist_ok=True)
-    pq.write_table(pa.table(columns), os.path.join(folder, "train.parquet"),
-                   row_group_size=1000)
-  return subsets
-
-
-def write_metaicl(root: str, text: Text, size: ReplicaSize) -> None:
-  """{task}/{task}_16384_100_train.jsonl for the training tasks of every split."""
-  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
-  tasks = list(dict.fromkeys(t for s in metaicl.SPLITS
-                             for t in _first(metaicl.split_config(s)["train"], size)))
-  for task in tasks:
-    config = metaicl.task_configs().get(task, {})
-    kind = config.get("task_type")
-    lines = []
-    for _ in range(size.metaicl_lines):
-      if kind == "classification":
-        options = list(config["options"])
-      elif kind == "multi-choice":
-        options = [text.lognormal(*LENGTHS["metaicl_target"]) for _ in range(4)]
-      else:
-        options = []
-      output = (options[int(text.rng.integers(len(options)))] if options
-                else text.lognormal(*LENGTHS["metaicl_target"]))
-      lines.append(json.dumps({"task": task, "input": text.lognormal(*LENGTHS["metaicl_input"]),
-                               "output": output, "options": options}))
-    folder = os.path.join(root, task)
-    os.makedirs(folder, exist_ok=True)
-    _write_bytes(os.path.join(folder, f"{task}_{metaicl.TRAIN_K}_{metaicl.TRAIN_SEED}_train.jsonl"),
-                 ("\n".join(lines) + "\n").encode())
-  return tasks
-
-
-def write_sni(root: str, text: Text, size: ReplicaSize) -> None:
-  """tasks/{task}.json for the default split's tasks, and splits/default/*_tasks.txt."""
-  from hypert5_tasks import sni  # pylint: disable=import-outside-toplevel
-  os.makedirs(os.path.join(root, "tasks"), exist_ok=True)
-  os.makedirs(os.path.join(root, "splits", "default"), exist_ok=True)
-  written = []
-  for split in ("train", "test"):
-    names = _first((e.name for e in sni.packaged_split(split)), size)
-    with open(os.path.join(root, "splits", "default", f"{split}_tasks.txt"), "w") as f:
-      f.write("".join(f"{n}\n" for n in names))
-    written += names
-    for name in names:
-      task = {
-          "Contributors": ["replica"], "Source": ["replica"], "URL": [float("nan")],
-          "Categories": ["Misc."], "Reasoning": [],
-          "Definition": [text.lognormal(*LENGTHS["sni_definition"])],
-          "Input_language": ["English"], "Output_language": ["English"],
-          "Instruction_language": ["English"], "Domains": ["Fiction"],
-          "Positive Examples": [{"input": text.lognormal(*LENGTHS["sni_input"]),
-                                 "output": text.lognormal(*LENGTHS["sni_target"]),
-                                 "explanation": text.words_of(12)} for _ in range(3)],
-          "Negative Examples": [{"input": text.words_of(20), "output": text.words_of(3),
-                                 "explanation": text.words_of(12)}],
-          "Instances": [{"id": f"{name}-{i}", "input": text.lognormal(*LENGTHS["sni_input"]),
-                         "output": [text.lognormal(*LENGTHS["sni_target"])]}
-                        for i in range(size.sni_instances)],
-          "Instance License": ["Public Domain"],
-      }
-      _write_bytes(os.path.join(root, "tasks", f"{name}.json"),
-                   json.dumps(task, indent=4).encode())
-  return written
-
-
-def write_c4(root: str, text: Text, size: ReplicaSize) -> None:
-  """A prepared TFDS c4/en:3.1.0 (text, timestamp, url), read by tfds.builder as C4 is."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tensorflow_datasets.core import example_serializer  # pylint: disable=import-outside-toplevel
-  folder = os.path.join(root, "c4", "en", "3.1.0")
-  os.makedirs(folder, exist_ok=True)
-  features = tfds.features.FeaturesDict({"text": tfds.features.Text(),
-                                         "timestamp": tfds.features.Text(),
-                                         "url": tfds.features.Text()})
-  serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
-  for split, documents, shards in (("train", size.c4_documents, size.c4_shards),
-                                   ("validation", max(size.c4_documents // 100, 1), 1)):
-    for shard in range(shards):
-      path = os.path.join(folder, f"c4-{split}.tfrecord-{shard:05d}-of-{shards:05d}")
-      with tf.io.TFRecordWriter(path) as writer:
-        for i in range(shard * documents // shards, (shard + 1) * documents // shards):
-          writer.write(serializer.serialize_example(features.encode_example({
-              "text": text.lognormal(*LENGTHS["c4_document"]),
-              "timestamp": "2019-04-20T00:00:00Z", "url": f"https://replica.example/{split}/{i}"})))
-  tfds.folder_dataset.write_metadata(data_dir=folder, features=features, check_data=True)
-  return ["c4/en:3.1.0"]
-
-
-WRITERS = {"p3": write_p3, "metaicl": write_metaicl, "sni": write_sni, "caclm": write_c4}
-
-
-def ensure_replicas(plan: dict[str, str], mixtures: Sequence[str], size: ReplicaSize,
-                    seed: int = 0) -> list[str]:
-  """Writes the replicas `plan` names that are not there yet; returns what was written."""
-  text, written = None, []
-  vocab = plan[ENV_VOCAB]
-  wanted = [(DATA_OF[b][0], b) for b in dict.fromkeys(benchmark_of(m) for m in mixtures)]
-  for env, benchmark in wanted:
-    root = plan[env]
-    done = os.path.join(root, "REPLICA.json")
-    if os.path.exists(done):
-      continue
-    text = text or Text(seed)
-    os.makedirs(root, exist_ok=True)
-    tasks = WRITERS[benchmark](root, text, size)
-    with open(done, "w") as f:
-      json.dump({"benchmark": benchmark, "size": dataclasses.asdict(size), "seed": seed,
-                 "partial": bool(size.only), "tasks": tasks}, f)
-    written.append(root)
-  if not os.path.exists(vocab):
-    write_vocabulary(vocab, text or Text(seed))
-    written.append(vocab)
-  return written
-
-
-# ---------------------------------------------------------------------------
 # Measuring.
 
 
@@ -420,7 +226,7 @@ class Measurement:
   tasks: int  # tasks of nonzero rate the measured mixture mixed
   lengths: dict
   batch_size: int
-  startup_s: float  # building the pipeline and its first batch
+  startup_s: float  # building the stream and its first batch
   warmup_batches: int
   batches: int  # timed
   examples: int  # examples in the timed batches
@@ -428,9 +234,13 @@ class Measurement:
   wall_s: float
   cpu_s: float
   rss_gb: float = 0.0  # resident memory after the timed batches
+  pipeline: str = "indexed"
+  preprocess_s: float = 0.0  # building the example cache (0 when it was there)
+  peak_rss_gb: float = 0.0  # the process's peak resident memory
+  resume_s: dict[str, float] = dataclasses.field(default_factory=dict)  # position -> first batch
   # Records/s of a stage that runs under Python's GIL, on at most one core however
-  # many the host has (P3's parquet reader), by records handed to TensorFlow at a
-  # time (1: before chunking); None where every stage is TensorFlow's.
+  # many the host has (tfdata's P3 parquet reader), by records handed to TensorFlow at
+  # a time (1: before chunking); None where there is none.
   serial_records_per_s: dict[int, float] | None = None
   generator_chunk: int | None = None  # P3: records.GENERATOR_CHUNK of this measurement
 
@@ -458,14 +268,21 @@ def resident_gb() -> float:
     return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
 
 
+def peak_resident_gb() -> float:
+  """The process's peak resident memory, in GB (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+
+
 def serial_ceiling(mixture: str, records: int = 8192) -> dict[int, float] | None:
   """Records/s of the first task's source where it is a Python generator (P3), handing
   records to TensorFlow one at a time and in chunks (`records.GENERATOR_CHUNK`); None
   where the source is not Python's.
 
-  Every P3 task's rows come from a Python generator (`records_from_generator`), and
-  all of them share one interpreter lock: this rate bounds the whole mixture's. Read
-  in batches of 512, so that the measuring loop's own Python is not counted.
+  In the tfdata pipeline every P3 task's rows come from a Python generator
+  (`records_from_generator`), and all of them share one interpreter lock: this rate
+  bounds the whole mixture's. Read in batches of 512, so that the measuring loop's
+  own Python is not counted. (The indexed pipeline runs that reader once, when it
+  builds the cache.)
   """
   import seqio  # pylint: disable=import-outside-toplevel
   from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
@@ -489,39 +306,104 @@ def serial_ceiling(mixture: str, records: int = 8192) -> dict[int, float] | None
   return rates
 
 
-def warmup_for(tasks: int, batch_size: int) -> int:
-  """Batches after which every task's shuffle buffer has been filled once.
+def warmup_for(pipeline: str, tasks: int, batch_size: int) -> int:
+  """Untimed batches before the steady state.
 
-  SeqIO shuffles each task after its preprocessing (1,000 examples, forms.py) and
-  prefetches each task in the background from the start, so a mixture of T tasks
-  preprocesses about T x 1,000 examples more than it yields before its steady state.
+  tfdata: SeqIO shuffles each task after its preprocessing (1,000 examples,
+  forms.py) and prefetches each task in the background from the start, so a
+  mixture of T tasks preprocesses about T x 1,000 examples more than it yields
+  before its steady state. The indexed streams have no buffers: a few batches.
   """
+  if pipeline != "tfdata":
+    return 2
   from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
   return math.ceil(1.25 * tasks * forms.SHUFFLE_BUFFER_SIZE / batch_size)
 
 
+class GrainStream:
+  """The indexed pipeline's example reads, mixed and shuffled by Grain instead of
+  hypert5_tasks.sampling: `grain.MapDataset.mix` interleaves the tasks' position
+  streams by the rates (deterministically), then `shuffle` permutes the mixture
+  (Grain's index_shuffle), so row g is still a function of g."""
+
+  EPOCHS = 1000  # positions per task: this many epochs of its examples
+
+  def __init__(self, stream):
+    try:
+      import grain  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise BadInput("--pipeline=grain needs Grain: pip install grain") from e
+    self.stream = stream
+    parents = [grain.MapDataset.range(s.size * self.EPOCHS).map(
+        lambda p, t=t: (t, p)) for t, s in enumerate(stream.streams)]
+    self._mixed = grain.MapDataset.mix(parents, weights=[float(r) for r in stream.rates])
+    self._mixed = self._mixed.shuffle(seed=stream.seed % 2**32)
+
+  def batch(self, position: int, *, batch_size: int) -> dict[str, np.ndarray]:
+    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+    pairs = [self._mixed[g] for g in range(position * batch_size, (position + 1) * batch_size)]
+    tasks = np.array([t for t, _ in pairs])
+    positions = np.array([p for _, p in pairs])
+    examples = [None] * len(pairs)
+    for t in np.unique(tasks):
+      mine = np.nonzero(tasks == t)[0]
+      for i, example in zip(mine, self.stream.streams[t].examples(positions[mine])):
+        examples[i] = example
+    return indexed.model_features(examples, self.stream.lengths)
+
+
+def _batches(config, pipeline: str, features, batch_size: int, start: int):
+  """The batches `pipeline` gives from position `start`."""
+  from hypert5 import data, experiment  # pylint: disable=import-outside-toplevel
+  form = experiment.data_form(config)
+  if pipeline == "grain":
+    grain_stream = GrainStream(data.open_stream(config, form))
+    position = start
+    while True:
+      batch = grain_stream.batch(position, batch_size=batch_size)
+      position += 1
+      yield {k: batch[k] for k in features}
+  yield from data.train_batches(config, features, local_batch_size=batch_size, shard_index=0,
+                                num_shards=1, start_batch=start, form=form)
+
+
 def measure(config, mixture: str, *, batches: int, batch_size: int,
             warmup_batches: int | None = None, min_seconds: float = 0.0,
-            max_tasks: int = 0) -> Measurement:
-  """Times `data.train_batches` (what hypert5.train iterates) on one host's shard.
+            max_tasks: int = 0, pipeline: str | None = None,
+            resume_positions: Sequence[int] = ()) -> Measurement:
+  """Times the stream `hypert5.train` reads (`data.train_batches`) on one host's shard.
 
-  The mixture is first cut to its first `max_tasks` tasks (0: all of them). After
-  the first batch and `warmup_batches` more (None: `warmup_for` the tasks), `batches`
-  batches are timed, and more until `min_seconds` have passed.
+  pipeline: tfdata, indexed or grain (default: the config's data.source). The mixture
+  is first cut to its first `max_tasks` tasks (0: all of them). The indexed and
+  grain pipelines build what the example cache lacks first (timed apart). After the
+  first batch and `warmup_batches` more (None: `warmup_for`), `batches` batches are
+  timed, and more until `min_seconds` have passed. Then, for each position of
+  `resume_positions`, a fresh stream's first batch there.
   """
   from hypert5 import data, experiment  # pylint: disable=import-outside-toplevel
+  pipeline = pipeline or {"seqio_tfdata": "tfdata"}.get(config.data.source, "indexed")
+  config = config.copy_and_resolve_references()
+  config.data.source = SOURCE_OF[pipeline]
   form = experiment.data_form(config)
   name = data.resolve_mixture(config.data.mixture, form)
   tasks = restrict(name, max_tasks or sys.maxsize)
   if warmup_batches is None:
-    warmup_batches = warmup_for(tasks, batch_size)
-  serial = serial_ceiling(name)  # before the pipeline's threads start
-  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
-  chunk = records_lib.GENERATOR_CHUNK if serial else None
+    warmup_batches = warmup_for(pipeline, tasks, batch_size)
+  serial = chunk = preprocess_s = None
+  if pipeline == "tfdata":
+    serial = serial_ceiling(name)  # before the pipeline's threads start
+    from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+    chunk = records_lib.GENERATOR_CHUNK if serial else None
+  else:
+    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+    start = time.perf_counter()
+    planned = indexed.plan(name, config.data.split, config.data.cache_dir or None)
+    if planned.missing:
+      indexed.build_caches(planned.missing, planned.root, progress=False)
+    preprocess_s = time.perf_counter() - start
   features = experiment.batch_features(experiment.build_models(config), config.data.pack)
   start = time.perf_counter()
-  stream = data.train_batches(config, features, local_batch_size=batch_size, shard_index=0,
-                              num_shards=1, form=form)
+  stream = _batches(config, pipeline, features, batch_size, 0)
   next(stream)
   startup = time.perf_counter() - start
   for _ in range(warmup_batches):
@@ -536,9 +418,19 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
   wall, cpu = time.perf_counter() - start, cpu_seconds() - start_cpu
   rss = resident_gb()
   stream.close()
+  resume = {}
+  for position in resume_positions:
+    if pipeline != "tfdata":
+      from hypert5_tasks import sampling  # pylint: disable=import-outside-toplevel
+      sampling.permutation.cache_clear()  # nothing computed for the earlier stream is reused
+    start = time.perf_counter()
+    fresh = _batches(config, pipeline, features, batch_size, int(position))
+    next(fresh)
+    resume[str(position)] = time.perf_counter() - start
+    fresh.close()
   return Measurement(mixture, name, tasks, dict(data.feature_lengths(config)), batch_size,
                      startup, warmup_batches, timed, examples, tokens, wall, cpu, rss,
-                     serial, chunk)
+                     pipeline, preprocess_s or 0.0, peak_resident_gb(), resume, serial, chunk)
 
 
 def verdict(measurement: Measurement) -> list[dict]:
@@ -565,15 +457,20 @@ def report(measurement: Measurement, out=sys.stdout) -> dict:
   m = measurement
   lengths = "/".join(str(m.lengths[k]) for k in ("hyper_inputs", "inputs", "targets"))
   chunk = f", records handed over {m.generator_chunk} at a time" if m.generator_chunk else ""
-  print(f"\n{m.mixture}{chunk} ({m.registered_name}, {m.tasks} task(s), lengths {lengths}, "
-        f"batch {m.batch_size}): first batch after {m.startup_s:.1f} s, {m.warmup_batches} "
-        f"warm-up batches, then {m.examples} examples in {m.batches} batches timed: "
-        f"{m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU", file=out)
+  print(f"\n{m.mixture} [{m.pipeline}]{chunk} ({m.registered_name}, {m.tasks} task(s), lengths "
+        f"{lengths}, batch {m.batch_size}): preprocessing {m.preprocess_s:.1f} s, first batch "
+        f"after {m.startup_s:.1f} s, {m.warmup_batches} warm-up batches, then {m.examples} "
+        f"examples in {m.batches} batches timed: {m.wall_s:.2f} s wall, {m.cpu_s:.2f} s CPU",
+        file=out)
   print(f"  measured     {m.examples_per_s:9.1f} examples/s {m.tokens_per_s:11.0f} tokens/s   "
         f"per core: {m.examples_per_core_s:8.1f} examples/s {m.tokens_per_core_s:10.0f} tokens/s",
         file=out)
+  print(f"  memory: peak {m.peak_rss_gb:.2f} GB resident, {m.rss_gb:.2f} GB after timing",
+        file=out)
+  if m.resume_s:
+    print("  resume: first batch of a fresh stream at position " + ", ".join(
+        f"{p}: {s:.2f} s" for p, s in m.resume_s.items()), file=out)
   rows = verdict(m)
-  print(f"  resident memory {m.rss_gb:.1f} GB", file=out)
   if m.serial_records_per_s:
     print("  serial stage (P3's Python reader, one core at most): " + ", ".join(
         f"{rate:.0f} records/s handing {chunk} at a time" + (" (this run)" if chunk ==
@@ -620,40 +517,128 @@ def restrict(mixture: str, max_tasks: int) -> int:
   return len(kept)
 
 
-def run(mixtures: Sequence[str], *, replica_dir: str | None, batches: int = 20,
-        warmup_batches: int | None = None, batch_size: int = 32, min_seconds: float = 0.0,
-        max_tasks: int = 0, p3_generator_chunks: Sequence[int] = (),
-        size: ReplicaSize = ReplicaSize()) -> list[dict]:
-  """Checks everything, writes missing replicas, then measures each mixture."""
+# ---------------------------------------------------------------------------
+# One process per measurement.
+
+
+def _measure_here(params: dict) -> dict:
+  """A measurement in this process (the child's side of `run`); with "preprocess_only",
+  only the building of the example cache, timed."""
+  register(params["plan"])
+  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+  config = config_of(params["mixture"], params["pipeline"])
+  if params.get("cache_dir"):
+    config.data.cache_dir = params["cache_dir"]
+  if params.get("preprocess_only"):
+    from hypert5 import data, experiment  # pylint: disable=import-outside-toplevel
+    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+    name = data.resolve_mixture(config.data.mixture, experiment.data_form(config))
+    tasks = restrict(name, params["max_tasks"] or sys.maxsize)
+    start = time.perf_counter()
+    planned = indexed.plan(name, config.data.split, config.data.cache_dir or None)
+    indexed.build_caches(planned.missing, planned.root, progress=False)
+    result = {"preprocess_s": time.perf_counter() - start, "tasks": tasks,
+              "built": len(planned.missing), "peak_rss_gb": peak_resident_gb()}
+    print("  json: " + json.dumps(result))
+    return result
+  if params.get("generator_chunk"):
+    records_lib.GENERATOR_CHUNK = params["generator_chunk"]
+  return report(measure(config, params["mixture"], batches=params["batches"],
+                        warmup_batches=params["warmup_batches"],
+                        batch_size=params["batch_size"], min_seconds=params["min_seconds"],
+                        max_tasks=params["max_tasks"], pipeline=params["pipeline"],
+                        resume_positions=params["resume_positions"]))
+
+
+def _measure_in_child(params: dict, quiet: bool = False) -> dict | None:
+  """Runs one measurement in a fresh process (its memory is its own); None if it failed."""
+  env = dict(os.environ, **params["plan"], TF_CPP_MIN_LOG_LEVEL="3")
+  result = subprocess.run([sys.executable, "-m", "hypert5.input_bench",
+                           "--child=" + json.dumps(params)],
+                          capture_output=True, text=True, env=env, check=False)
+  found = None
+  for line in result.stdout.splitlines():
+    if line.startswith("  json: "):
+      found = json.loads(line[len("  json: "):])
+    elif not quiet:
+      print(line)
+  if result.returncode or found is None:
+    tail = "\n".join(result.stderr.strip().splitlines()[-5:])
+    print(f"\n{params['mixture']} [{params['pipeline']}] {params['max_tasks'] or 'all'} tasks: "
+          f"failed (exit {result.returncode}):\n{tail}")
+    return None
+  return found
+
+
+def summary_table(results: Sequence[dict], out=sys.stdout) -> None:
+  """One line per measurement: the figures the issue's targets are about."""
+  print("\n| mixture | pipeline | tasks | preprocessing s | first batch s | examples/s per "
+        "core | wall examples/s | peak GB | resume: position -> first batch s |", file=out)
+  print("|---|---|---:|---:|---:|---:|---:|---:|---|", file=out)
+  for r in results:
+    resume = ", ".join(f"{p}: {s:.2f}" for p, s in r["resume_s"].items())
+    print(f"| {r['mixture']} | {r['pipeline']} | {r['tasks']} | {r['preprocess_s']:.1f} | "
+          f"{r['startup_s']:.1f} | {r['examples_per_core_s']:,.0f} | {r['examples_per_s']:,.0f} "
+          f"| {r['peak_rss_gb']:.2f} | {resume} |", file=out)
+
+
+def run(mixtures: Sequence[str], *, replica_dir: str | None, pipelines: Sequence[str] = (
+        "indexed",), batches: int = 20, warmup_batches: int | None = None,
+        batch_size: int = 32, min_seconds: float = 0.0, max_tasks: Sequence[int] = (8,),
+        resume_positions: Sequence[int] = (), tfdata_resume_positions: Sequence[int] = (),
+        p3_generator_chunks: Sequence[int] = (), cache_dir: str | None = None,
+        size: replicas.ReplicaSize = replicas.ReplicaSize(),
+        in_process: bool = False) -> list[dict]:
+  """Checks everything, writes missing replicas, then measures each (mixture,
+  pipeline, task count), each in a process of its own unless `in_process`."""
   mixtures = check_mixtures(mixtures)
-  if (batches < 1 or (warmup_batches or 0) < 0 or batch_size < 1 or max_tasks < 0
-      or any(c < 1 for c in p3_generator_chunks)):
+  pipelines = check_pipelines(pipelines)
+  max_tasks = list(max_tasks)
+  if (batches < 1 or (warmup_batches or 0) < 0 or batch_size < 1 or not max_tasks
+      or any(t < 0 for t in max_tasks) or any(c < 1 for c in p3_generator_chunks)
+      or any(p < 0 for p in [*resume_positions, *tfdata_resume_positions])):
     raise BadInput(f"--batches={batches}, --warmup_batches={warmup_batches}, "
                    f"--batch_size={batch_size}, --max_tasks={max_tasks}, --p3_generator_chunks="
-                   f"{list(p3_generator_chunks)}: need batches >= 1, warmup >= 0, batch >= 1, "
-                   "max_tasks >= 0, chunks >= 1")
+                   f"{list(p3_generator_chunks)}, resume positions {list(resume_positions)} "
+                   f"{list(tfdata_resume_positions)}: need batches >= 1, warmup >= 0, batch "
+                   ">= 1, task counts >= 0 (0: all), chunks >= 1, positions >= 0")
   plan = data_plan(mixtures, replica_dir)
-  configs = {m: config_of(m) for m in mixtures}
   if replica_dir:
     os.environ.update(plan)
-    for path in ensure_replicas(plan, mixtures, size):
+    for path in replicas.ensure_replicas(plan, mixtures, size):
       print(f"wrote {path}")
-  register(plan)
+    cache_dir = cache_dir or os.path.join(replica_dir, "cache")
   print(f"host: {len(os.sched_getaffinity(0))} cores available to this process, "
         f"{os.cpu_count()} in the machine; data: "
-        + ", ".join(f"{k}={v}" for k, v in sorted(plan.items())))
-  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
-  default_chunk, results = records_lib.GENERATOR_CHUNK, []
+        + ", ".join(f"{k}={v}" for k, v in sorted(plan.items()))
+        + (f"; example cache: {cache_dir}" if cache_dir else ""))
+  results = []
   for mixture in mixtures:
-    # P3 once per chunk asked for (before and after chunking, in one run).
-    for chunk in (p3_generator_chunks if mixture == "p3" else ()) or (default_chunk,):
-      records_lib.GENERATOR_CHUNK = chunk
-      try:
-        results.append(report(measure(configs[mixture], mixture, batches=batches,
-                                      warmup_batches=warmup_batches, batch_size=batch_size,
-                                      min_seconds=min_seconds, max_tasks=max_tasks)))
-      finally:
-        records_lib.GENERATOR_CHUNK = default_chunk
+    for pipeline in pipelines:
+      for count in max_tasks:
+        # tfdata's P3 once per chunk asked for (before and after chunking, in one run).
+        chunks = (p3_generator_chunks if mixture == "p3" and pipeline == "tfdata" else ()) or (
+            None,)
+        for chunk in chunks:
+          params = {"mixture": mixture, "pipeline": pipeline, "max_tasks": count,
+                    "batches": batches, "warmup_batches": warmup_batches,
+                    "batch_size": batch_size, "min_seconds": min_seconds,
+                    "resume_positions": list(tfdata_resume_positions if pipeline == "tfdata"
+                                             else resume_positions),
+                    "generator_chunk": chunk, "plan": plan, "cache_dir": cache_dir}
+          built = None
+          if pipeline != "tfdata" and not in_process:
+            # The cache is built in a process of its own: the stream's memory is its own.
+            built = _measure_in_child({**params, "preprocess_only": True}, quiet=True)
+          found = _measure_here(params) if in_process else _measure_in_child(params)
+          if found is not None:
+            if built is not None:
+              print(f"  preprocessing, in a process of its own: {built['preprocess_s']:.1f} s "
+                    f"({built['built']} task(s) built), peak {built['peak_rss_gb']:.2f} GB")
+              found["preprocess_s"] = built["preprocess_s"]
+              found["preprocess_peak_rss_gb"] = built["peak_rss_gb"]
+            results.append(found)
+  summary_table(results)
   return results
 
 
@@ -661,25 +646,35 @@ def define_flags():
   from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_list("mixture", list(DEFAULT_MIXTURES),
                     f"Training mixtures to measure: {', '.join(MIXTURES)}.")
+  flags.DEFINE_list("pipeline", list(DEFAULT_PIPELINES),
+                    f"Input pipelines to measure: {', '.join(PIPELINES)}.")
   flags.DEFINE_string("replica_dir", None, "Write (when absent) and read copies of the "
                       "benchmarks in their real formats here; default: the real data "
                       "named by the environment variables.")
-  flags.DEFINE_integer("batches", 20, "Timed batches per mixture.")
+  flags.DEFINE_string("cache_dir", None, "The example cache (default: REPLICA_DIR/cache "
+                      "with --replica_dir, else the config's).")
+  flags.DEFINE_integer("batches", 20, "Timed batches per measurement.")
   flags.DEFINE_float("min_seconds", 20.0, "Time at least this long (more batches).")
   flags.DEFINE_integer("warmup_batches", None, "Untimed batches after the first (default: "
-                       "enough to fill every task's shuffle buffer once).")
-  flags.DEFINE_integer("max_tasks", 8, "Mix only the first N tasks of a mixture (0: all). "
-                       "Each task fills a 1,000-example shuffle buffer before the steady "
-                       "state, so all of P3's or S-NI's tasks take long on a small machine.")
+                       "tfdata: enough to fill every task's shuffle buffer once; else 2).")
+  flags.DEFINE_list("max_tasks", ["8"], "Task counts to mix: the first N tasks of each "
+                    "mixture (0: all). tfdata fills a 1,000-example shuffle buffer per task "
+                    "before its steady state, so all of P3's or S-NI's tasks take long (and "
+                    "more memory than a small machine has).")
+  flags.DEFINE_list("resume_positions", ["0", "1000", "100000"],
+                    "indexed and grain: the first batch of a fresh stream at these positions.")
+  flags.DEFINE_list("tfdata_resume_positions", ["0", "300"],
+                    "tfdata: the same, by replaying the batches before (about 0.1 s each).")
   flags.DEFINE_integer("batch_size", 32, "Examples per batch (one host's share).")
-  flags.DEFINE_list("p3_generator_chunks", [], "Measure P3 once per value of "
+  flags.DEFINE_list("p3_generator_chunks", [], "tfdata: measure P3 once per value of "
                     "records.GENERATOR_CHUNK, e.g. 1,256 (before and after chunking); "
                     "default: once, as configured.")
-  flags.DEFINE_integer("p3_rows", ReplicaSize.p3_rows, "Replica: rows per P3 subset.")
-  flags.DEFINE_integer("metaicl_lines", ReplicaSize.metaicl_lines,
+  flags.DEFINE_integer("p3_rows", replicas.ReplicaSize.p3_rows, "Replica: rows per P3 subset.")
+  flags.DEFINE_integer("metaicl_lines", replicas.ReplicaSize.metaicl_lines,
                        "Replica: lines per MetaICL training task.")
-  flags.DEFINE_integer("c4_documents", ReplicaSize.c4_documents,
+  flags.DEFINE_integer("c4_documents", replicas.ReplicaSize.c4_documents,
                        "Replica: C4 training documents.")
+  flags.DEFINE_string("child", None, "(internal) one measurement, as JSON.")
 
 
 def main(argv):
@@ -687,14 +682,30 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   try:
-    run(FLAGS.mixture, replica_dir=FLAGS.replica_dir, batches=FLAGS.batches,
-        warmup_batches=FLAGS.warmup_batches, batch_size=FLAGS.batch_size,
-        min_seconds=FLAGS.min_seconds, max_tasks=FLAGS.max_tasks,
-        p3_generator_chunks=[int(c) for c in FLAGS.p3_generator_chunks],
-        size=ReplicaSize(p3_rows=FLAGS.p3_rows, metaicl_lines=FLAGS.metaicl_lines,
-                         c4_documents=FLAGS.c4_documents))
+    if FLAGS.child:
+      _measure_here(json.loads(FLAGS.child))
+      return
+    ints = lambda values, flag: [_int(v, flag) for v in values]
+    run(FLAGS.mixture, replica_dir=FLAGS.replica_dir, pipelines=FLAGS.pipeline,
+        batches=FLAGS.batches, warmup_batches=FLAGS.warmup_batches,
+        batch_size=FLAGS.batch_size, min_seconds=FLAGS.min_seconds,
+        max_tasks=ints(FLAGS.max_tasks, "--max_tasks"),
+        resume_positions=ints(FLAGS.resume_positions, "--resume_positions"),
+        tfdata_resume_positions=ints(FLAGS.tfdata_resume_positions,
+                                     "--tfdata_resume_positions"),
+        p3_generator_chunks=ints(FLAGS.p3_generator_chunks, "--p3_generator_chunks"),
+        cache_dir=FLAGS.cache_dir,
+        size=replicas.ReplicaSize(p3_rows=FLAGS.p3_rows, metaicl_lines=FLAGS.metaicl_lines,
+                                  c4_documents=FLAGS.c4_documents))
   except BadInput as e:
     sys.exit(f"hypert5.input_bench: {e}")
+
+
+def _int(value: str, flag: str) -> int:
+  try:
+    return int(value)
+  except ValueError as e:
+    raise BadInput(f"{flag}: {value!r} is not an integer") from e
 
 
 if __name__ == "__main__":

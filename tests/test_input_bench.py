@@ -12,9 +12,10 @@ import pytest
 
 from hypert5 import bench
 from hypert5 import input_bench
+from hypert5 import replicas
 
 MTF = {"hyper_inputs": 1024, "inputs": 384, "targets": 128}
-TINY = input_bench.ReplicaSize(p3_rows=48, metaicl_lines=48, sni_instances=20, c4_documents=120,
+TINY = replicas.ReplicaSize(p3_rows=48, metaicl_lines=48, sni_instances=20, c4_documents=120,
                                c4_shards=2, only=2)
 
 
@@ -97,46 +98,66 @@ def replica(tmp_path_factory):
   hypert5_tasks.register_all()  # back to the environment's folders for later tests
 
 
-@pytest.mark.parametrize("mixture", ["caclm", "p3", "metaicl_hr_to_lr", "sni_def"])
-def test_measures_the_batches_train_reads(replica, mixture, monkeypatch):
+@pytest.mark.parametrize("mixture,pipeline", [
+    ("caclm", "indexed"), ("p3", "indexed"), ("metaicl_hr_to_lr", "indexed"),
+    ("sni_def", "indexed"), ("p3", "tfdata"), ("sni_def", "grain")])
+def test_measures_the_batches_train_reads(replica, mixture, pipeline, monkeypatch):
   monkeypatch.delenv("HYPERT5_VOCAB", raising=False)
   plan = input_bench.data_plan([mixture], replica)
-  written = input_bench.ensure_replicas(plan, [mixture], TINY)
-  assert plan[input_bench.DATA_OF[input_bench.benchmark_of(mixture)][0]] in written
-  with open(os.path.join(written[0], "REPLICA.json")) as f:
+  written = replicas.ensure_replicas(plan, [mixture], TINY)
+  root = plan[input_bench.DATA_OF[input_bench.benchmark_of(mixture)][0]]
+  with open(os.path.join(root, "REPLICA.json")) as f:
     assert json.load(f)["partial"]
+  assert root in written or pipeline != "indexed"
   for key, value in plan.items():
     monkeypatch.setenv(key, value)
   input_bench.register(plan)
-  config = input_bench.config_of(mixture)
+  config = input_bench.config_of(mixture, pipeline)
+  config.data.cache_dir = os.path.join(replica, "cache")
+  far = 3 if pipeline == "tfdata" else 100_000  # tfdata replays the batches before
   m = input_bench.measure(config, mixture, batches=3, warmup_batches=1, batch_size=4,
-                          max_tasks=2)
-  assert (m.batches, m.examples) == (3, 12)
+                          max_tasks=2, resume_positions=(0, far), pipeline=pipeline)
+  assert (m.batches, m.examples, m.pipeline) == (3, 12, pipeline)
   assert m.tasks == (1 if mixture == "caclm" else 2)
   assert m.lengths == {"caclm": {"hyper_inputs": 384, "inputs": 40, "targets": 136}}.get(
       mixture, MTF)
   assert m.wall_s > 0 and m.cpu_s > 0 and m.examples_per_s > 0 and m.examples_per_core_s > 0
-  assert m.rss_gb > 0.1
-  if mixture == "p3":  # its Python reader, timed alone, before and after chunking
+  assert m.rss_gb > 0.1 and m.peak_rss_gb >= m.rss_gb
+  assert set(m.resume_s) == {"0", str(far)} and all(v > 0 for v in m.resume_s.values())
+  if pipeline == "tfdata":  # P3's Python reader, timed alone, before and after chunking
     from hypert5_tasks import records
     assert set(m.serial_records_per_s) == {1, records.GENERATOR_CHUNK}
     assert m.generator_chunk == records.GENERATOR_CHUNK
     assert all(rate > 0 for rate in m.serial_records_per_s.values())
-  else:
+  else:  # the reader runs once, when the cache is built
     assert m.serial_records_per_s is None and m.generator_chunk is None
+  if pipeline == "indexed" and root in written:
+    assert m.preprocess_s > 0  # built here, and timed apart from the first batch
 
-  # The timed batches are batches 2-4 of train's stream (a function of the config):
-  # their tokens, counted again from a fresh stream started there.
+  # The timed batches are batches 2-4 of the pipeline's stream (a function of the
+  # config): their tokens, counted again from a fresh stream started there.
   from hypert5 import data, experiment
   features = experiment.batch_features(experiment.build_models(config), False)
-  stream = data.train_batches(config, features, local_batch_size=4, shard_index=0,
-                              num_shards=1, start_batch=2, form=experiment.data_form(config))
+  stream = input_bench._batches(config, pipeline, features, 4, 2)
   batches = [next(stream) for _ in range(3)]
   assert m.tokens == sum(int(np.count_nonzero(b[k])) for b in batches
                          for k in input_bench.TOKEN_FEATURES)
   hyper = np.concatenate([b["hyper_encoder_input_tokens"] for b in batches])
   assert hyper.shape == (12, m.lengths["hyper_inputs"])
   assert (hyper > 0).sum(axis=1).min() > 10  # real contexts, not padding
+  if pipeline == "indexed":  # what train reads
+    train = data.train_batches(config, features, local_batch_size=4, shard_index=0,
+                               num_shards=1, start_batch=2, form=experiment.data_form(config))
+    for ours in batches:
+      theirs = next(train)
+      for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+
+
+def test_unknown_pipeline_is_an_error_naming_the_known_ones(tmp_path):
+  with pytest.raises(ValueError, match=r"--pipeline='spark'.*tfdata, indexed, grain"):
+    input_bench.run(["p3"], replica_dir=str(tmp_path), pipelines=["spark"])
+  assert not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("with_context", [False, True])
