@@ -4,9 +4,11 @@ Importing reads no data (nor the vocabularies): only the package's small
 metadata files (task lists). See README.md in this folder for the tasks, the
 mixtures, the features and the environment variables naming the data.
 
-The train and eval loops call `get_dataset` (pipeline.py); the model features
-are those of `HyperFeatureConverter` (feature_converter.py). Every task says
-how it is scored (scoring.py).
+The train loop reads a mixture as a stream computed from its position
+(indexed.py) over each task's examples, tokenized once into the example cache
+(example_cache.py); `get_dataset` (pipeline.py) is SeqIO's own tf.data pipeline
+of a mixture. Either gives the model features of `HyperFeatureConverter`
+(feature_converter.py). Every task says how it is scored (scoring.py).
 
 Your own tasks: `register_jsonl_benchmark(name, folder)` (user_tasks.py). To
 have every process (hypert5.train, hypert5.eval, ...) register them, name the

@@ -1,19 +1,22 @@
-"""The input pipeline the train and eval loops call: one shard of a mixture, as batches.
+"""SeqIO's own tf.data pipeline of a mixture: one shard of it, as batches.
 
     ds = get_dataset("embedded_fewshot_train",
                      {"hyper_inputs": 512, "inputs": 64, "targets": 8},
                      split="train", shard_index=jax.process_index(),
                      num_shards=jax.process_count(), seed=0, batch_size=32)
 
+The train loop does not read this (it reads indexed.py's stream over the
+example cache); this is the pipeline SeqIO builds for a mixture, for looking at
+a mixture's examples in TensorFlow, and `config.data.source=seqio_tfdata`, the
+design `hypert5.input_bench` measures the training stream against.
+
 Determinism. The stream is a function of (mixture, lengths, split, seed, shard):
 sources shuffle with the seed, few-shot groups follow the stream, seqio's
 shuffle buffers and mixture sampling take the seed, and every tf.data stage
-keeps its order. Each process reads only its shard (sources.py).
-
-Resuming: rebuild with the same arguments and `ds.skip(num_batches_done)`, as
-the train loop does (hypert5.data.train_batches); exact for every mixture. (A
-tf.data iterator checkpoint would be instant, but P3 streams its files through
-a Python generator, which tf.data cannot checkpoint.)
+keeps its order. Each process reads only its shard (sources.py). Resuming:
+rebuild with the same arguments and `ds.skip(num_batches_done)`, which replays
+every batch before (P3 streams its files through a Python generator, which
+tf.data cannot checkpoint).
 
 Evaluation reads tasks one by one (`hypert5.eval`), not through this function:
 each held-out task has one fixed few-shot set, so one phi per task, and the
