@@ -214,14 +214,14 @@ class TaskStream:
     """The example at one task-local position (one call per row: a batch of a mixture
     of many tasks holds one or two rows of each)."""
     epoch, offset = divmod(position, self.size)
-    if epoch != self._epoch:  # rows of a task come in position order, mostly
+    if epoch != self._epoch:  # a task's rows come in position order
       self._epoch, self._order = epoch, sampling.permutation(
           self.size, sampling.key(self.seed, "epoch", self.name, epoch))
     piece, row = self.cache.row(self._order.at(offset))
     self.reads += 1
     if self._records:
-      return self._record(piece, row, epoch, position)
-    return self._tokens(piece, row, position)
+      return self._record(piece.columns, row, epoch)
+    return self._tokens(piece.columns, row, position)
 
   # -- records ---------------------------------------------------------------
 
@@ -259,9 +259,7 @@ class TaskStream:
     out[-1] = self.eos_id
     return out
 
-  def _record(self, piece, record: int, epoch: int, position: int) -> dict[str, np.ndarray]:
-    del position  # records need no per-read randomness beyond the epoch's order
-    columns = piece.columns
+  def _record(self, columns, record: int, epoch: int) -> dict[str, np.ndarray]:
     spans = columns["records"][record].tolist()  # see example_cache.RECORD_COLUMNS
     tokens = columns["tokens"]
     form, room = self.recipe.form, self._room
@@ -282,8 +280,8 @@ class TaskStream:
 
   # -- tokens ----------------------------------------------------------------
 
-  def _tokens(self, piece, row: int, position: int) -> dict[str, np.ndarray]:
-    spans, tokens = piece.columns["spans"][row].tolist(), piece.columns["tokens"]
+  def _tokens(self, columns, row: int, position: int) -> dict[str, np.ndarray]:
+    spans, tokens = columns["spans"][row].tolist(), columns["tokens"]
     values = {f: tokens[spans[2 * i]:spans[2 * i + 1]]
               for i, f in enumerate(self.cache.manifest["features"])}
     step = self.recipe.lm_step

@@ -243,7 +243,7 @@ def test_attached_contexts_equal_the_sni_tensorflow_pipeline(tmp_path, cache):
     piece = task.cache.piece(0)
     assert task.size == len(expected)
     for record, want in enumerate(expected):
-      got = task._record(piece, record, 0, 0)
+      got = task._record(piece.columns, record, 0)
       for key in ("hyper_inputs", "inputs", "targets"):
         np.testing.assert_array_equal(got[key], want[key])
 
@@ -260,7 +260,7 @@ def test_caclm_spans_equal_the_tensorflow_pipeline(cache):
   assert cached.size == len(expected) > 100
   piece = cached.piece(0)
   for row in range(0, len(expected), 37):
-    got = s._tokens(piece, row, row)
+    got = s._tokens(piece.columns, row, row)
     for key in ("hyper_inputs", "inputs", "targets"):
       np.testing.assert_array_equal(got[key], expected[row][key])
 
