@@ -203,6 +203,8 @@ def write_piece(path: str, arrays: dict[str, np.ndarray], metadata: dict) -> Non
 class Piece:
   """The columns of one piece file, memory-mapped (nothing is read until used)."""
 
+  __slots__ = ("path", "metadata", "_map", "columns")
+
   def __init__(self, path: str):
     self.path = path
     try:
@@ -480,6 +482,8 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
 
 class CachedTask:
   """A complete cache, read by example index across its pieces."""
+
+  __slots__ = ("folder", "manifest", "kind", "size", "_starts", "_pieces", "_only")
 
   def __init__(self, folder: str):
     manifest = read_manifest(folder)

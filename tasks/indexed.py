@@ -172,6 +172,12 @@ def _fit(segments: Sequence[np.ndarray], budget: int | None, keep_first: bool) -
 class TaskStream:
   """A task's examples at task-local positions (every example once per epoch)."""
 
+  # Slots, not a __dict__: a batch of a many-task mixture touches one stream per row,
+  # and compact objects keep those touches in the CPU's caches.
+  __slots__ = ("task", "recipe", "cache", "name", "size", "seed", "lengths", "features",
+               "eos_id", "reads", "_eos_features", "_room", "_records", "_draws", "_epoch",
+               "_order", "_leading", "_form", "_eos", "_num_shots")
+
   def __init__(self, task: seqio.Task, recipe: Recipe, cache: example_cache.CachedTask,
                lengths: Mapping[str, int], seed: int):
     self.task, self.recipe, self.cache = task, recipe, cache
@@ -191,6 +197,8 @@ class TaskStream:
     self._draws = bool(self._records and recipe.num_shots
                        and not cache.manifest.get("attached_contexts"))
     self._epoch, self._order = -1, None  # the current epoch's order, kept here
+    self._form, self._eos, self._num_shots = recipe.form, recipe.eos, recipe.num_shots
+    self._leading = []
     if self._records:
       if self._draws and cache.manifest.get("min_distinct_pairs", 2) < 2:
         raise DataError(f"task {task.name}: a task_name of it has a single distinct example "
@@ -234,9 +242,9 @@ class TaskStream:
                                                     epoch))
     at = int(order.inverse(record - first))
     keys = columns["pair_key"]
-    for count in (min(self.recipe.num_shots, size - 1), size - 1):
+    for count in (min(self._num_shots, size - 1), size - 1):
       others = order((at + 1 + np.arange(count)) % size) + first
-      others = others[keys[others] != keys[record]][:self.recipe.num_shots]
+      others = others[keys[others] != keys[record]][:self._num_shots]
       if len(others):
         return others
     return others  # every other record is a copy: the cache check rules this out
@@ -250,7 +258,7 @@ class TaskStream:
 
   def _ended(self, ids: np.ndarray, feature: str) -> np.ndarray:
     """`ids` as append_eos_after_trim leaves them (when the task appends EOS)."""
-    if not self.recipe.eos or feature not in self._eos_features:
+    if not self._eos or feature not in self._eos_features:
       return np.asarray(ids, np.int32)
     room = self._room[feature]
     ids = ids if room is None else ids[:room]
@@ -262,7 +270,7 @@ class TaskStream:
   def _record(self, columns, record: int, epoch: int) -> dict[str, np.ndarray]:
     spans = columns["records"][record].tolist()  # see example_cache.RECORD_COLUMNS
     tokens = columns["tokens"]
-    form, room = self.recipe.form, self._room
+    form, room = self._form, self._room
     out = {"targets": self._ended(tokens[spans[2]:spans[3]], "targets")}
     if form == "hyper":
       context = _fit(self._context(columns, spans, record, epoch), room["hyper_inputs"],

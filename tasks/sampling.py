@@ -92,6 +92,8 @@ class Permutation:
   O(1), with no table. `Permutation.table` makes small ones as a table instead.
   """
 
+  __slots__ = ("n", "_high", "_low", "_keys", "_table", "_inverse_table")
+
   def __init__(self, n: int, key_: int):
     self.n = int(n)
     bits = max(2, math.ceil(math.log2(max(self.n, 2))))
