@@ -26,9 +26,9 @@ runs on GPUs only: elsewhere add --config.model.attention_impl=xla
 (`hypert5.bench` does, and prints the train command it timed).
 """
 
-from hypert5 import paper
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.experiments import paper
+from hypert5.model.t5_config import get_size
 
 DEFAULT_ARG = "tiny,prefix"
 KINDS = ("prefix", "lora", "t5")

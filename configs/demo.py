@@ -28,7 +28,7 @@ or hypermodel init (section 6), which `python -m hypert5.peft_sweep` runs:
 """
 
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.model.t5_config import get_size
 
 STAGES = ("lm", "hyperpretrain_prefix", "hyperpretrain_lora", "mtf_prefix", "mtf_lora",
           "mtf_prefix_nohp", "shared_prefix", "shared_lora", "t5_mtf", "t5_mtf_fewshot")

@@ -31,7 +31,7 @@ runlocal: a tiny T5 with T5's vocabulary, random init, batch 8, 10 steps (add
       --workdir=/tmp/hyperpretrain_runlocal
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "prefix,large"
 

@@ -38,7 +38,7 @@ benchmark's data must be present, or add --config.data.source=synthetic):
       --workdir=/tmp/hypert5_mtf_runlocal
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "p3,prefix,large"
 CUSTOM = "custom"

@@ -16,7 +16,7 @@ __all__ = list(_API)
 
 def __getattr__(name):
   if name in _API:
-    from hypert5 import api  # pylint: disable=import-outside-toplevel
+    from hypert5.inference import api  # pylint: disable=import-outside-toplevel
     return getattr(api, name)
   raise AttributeError(f"module 'hypert5' has no attribute {name!r}")
 

@@ -32,10 +32,7 @@ import functools
 import seqio
 import tensorflow as tf
 
-from hypert5_tasks import embedded_corpus
-from hypert5_tasks import forms
-from hypert5_tasks import locations
-from hypert5_tasks import sources
+from hypert5_tasks import embedded_corpus, forms, locations, sources
 from hypert5_tasks import vocab as vocab_lib
 
 C4_TFDS_NAME = "c4/en:3.1.0"

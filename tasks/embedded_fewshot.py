@@ -43,13 +43,9 @@ from typing import Sequence
 
 import numpy as np
 
-from hypert5_tasks import embedded_corpus
+from hypert5_tasks import embedded_corpus, fewshot, forms, scoring, sources
 from hypert5_tasks import embedded_rules as rules_lib
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 NAME = "embedded_fewshot"

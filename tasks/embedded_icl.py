@@ -75,11 +75,9 @@ import itertools
 
 import numpy as np
 
-from hypert5 import prompts
-from hypert5_tasks import forms
+from hypert5.text import prompts
+from hypert5_tasks import forms, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 NAME = "embedded_icl"

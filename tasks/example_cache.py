@@ -55,8 +55,8 @@ import struct
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-from absl import logging
 import numpy as np
+from absl import logging
 
 from hypert5.errors import DataError
 
@@ -271,6 +271,7 @@ def token_dtype(vocab_size: int):
 def _tokenized_records(dataset, vocabulary):
   """Records -> the token ids of their fields (TF, as the TF pipeline tokenizes)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
   from hypert5_tasks import fewshot  # pylint: disable=import-outside-toplevel
   from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
 
@@ -415,7 +416,6 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
   Pieces already written for the same identity and data are kept (an interrupted
   build resumes); the manifest is written last. Errors name the task.
   """
-  from hypert5_tasks import sources  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
   folder = spec.folder(root)
   what = f"task {spec.task.name} (split {spec.split!r}, {spec.task.source!r})"

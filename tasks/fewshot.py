@@ -34,8 +34,8 @@ from typing import Sequence, TypeVar
 import numpy as np
 import tensorflow as tf
 
-from hypert5 import prompts
-from hypert5.prompts import PAIR_INPUT, PAIR_OUTPUT, SEGMENT_SEPARATOR, format_pair  # noqa: F401
+from hypert5.text import prompts
+from hypert5.text.prompts import PAIR_INPUT, PAIR_OUTPUT, SEGMENT_SEPARATOR, format_pair  # noqa: F401
 from hypert5_tasks import records as records_lib
 
 NUM_SHOTS = 16

@@ -30,9 +30,9 @@ from typing import Callable, Mapping, Sequence
 import seqio
 import tensorflow as tf
 
-from hypert5_tasks import fewshot
+from hypert5.errors import ConfigError
+from hypert5_tasks import fewshot, scoring
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
 
 FORMS = ("hyper", "concat", "xonly")
 FORM_SUFFIX = {"hyper": "", "concat": "_concat", "xonly": "_xonly"}
@@ -58,6 +58,20 @@ def name_for(base: str, form: str) -> str:
   if form not in FORMS:
     raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
   return base + FORM_SUFFIX[form]
+
+
+def resolve_mixture(mixture: str, form: str) -> str:
+  """The registered name of `mixture` in `form` (few-shot mixtures have _concat and
+  _xonly variants; LM and CACLM mixtures exist in one form only)."""
+  names = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
+  if form != "hyper" and not mixture.endswith(FORM_SUFFIX[form]):
+    variant = name_for(mixture, form)
+    if variant in names:
+      return variant
+  if mixture not in names:
+    raise ConfigError(f"config.data.mixture={mixture!r} is not a registered SeqIO mixture "
+                      "or task")
+  return mixture
 
 
 def output_features(form: str, vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:

@@ -47,16 +47,12 @@ import os
 import re
 from typing import Callable, Mapping, Sequence
 
-from absl import logging
 import numpy as np
 import seqio
+from absl import logging
 
 from hypert5.errors import ConfigError, DataError
-from hypert5_tasks import example_cache
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import lm
-from hypert5_tasks import sampling
+from hypert5_tasks import example_cache, fewshot, forms, lm, sampling
 
 RATES_FOLDER = "_rates"
 TASK_FEATURES = ("hyper_inputs", "inputs", "targets")

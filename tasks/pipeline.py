@@ -20,7 +20,7 @@ tf.data cannot checkpoint).
 
 Evaluation reads tasks one by one (`hypert5.eval`), not through this function:
 each held-out task has one fixed few-shot set, so one phi per task, and the
-task says how it is scored (hypert5_tasks/scoring.py).
+task says how it is scored (tasks/scoring.py).
 """
 
 from __future__ import annotations

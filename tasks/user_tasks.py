@@ -48,18 +48,15 @@ import functools
 import os
 from typing import Callable, Mapping, Sequence, Union
 
-from absl import logging
 import seqio
+from absl import logging
 
-from hypert5 import cli
-from hypert5 import metrics as metrics_lib
+from hypert5 import files
 from hypert5.errors import DataError
-from hypert5 import prompts
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
+from hypert5.text import metrics as metrics_lib
+from hypert5.text import prompts
+from hypert5_tasks import fewshot, forms, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 SPLITS = ("train", "test")
@@ -95,7 +92,7 @@ class UserTask:
 def read_lines(path: str) -> tuple[Line, ...]:
   """The validated lines of one task file; errors name the file and line."""
   lines = []
-  for where, row in cli.read_jsonl(path, ("input", "output"), DataError):
+  for where, row in files.read_jsonl(path, ("input", "output"), DataError):
     unknown = sorted(set(row) - set(KEYS))
     if unknown:
       raise DataError(f"{where}: unknown key(s) {unknown}; a line has 'input', 'output' "

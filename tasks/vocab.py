@@ -68,9 +68,11 @@ def first_sentinel_id(vocabulary: seqio.Vocabulary) -> int:
 
 def _training_lines() -> list[str]:
   # Imported here: these modules import this one for their vocabularies.
-  from hypert5_tasks import embedded_corpus  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import embedded_rules  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import (
+    embedded_corpus,  # pylint: disable=import-outside-toplevel
+    embedded_rules,  # pylint: disable=import-outside-toplevel
+    forms,  # pylint: disable=import-outside-toplevel
+  )
 
   lines = []
   for work in embedded_corpus.work_names():

@@ -20,10 +20,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("HYPERT5_DATA_CACHE",
                       os.path.join(tempfile.gettempdir(), "hypert5-test-data-cache"))
 
+import fixtures_tasks
 import numpy as np
 import pytest
-
-import fixtures_tasks
 
 # -- Real data samples: where they are, and how many of their tests ran ------------
 
@@ -87,6 +86,7 @@ def spm_path(tmp_path_factory):
 def make_hf_t5(directory, spm_path=None, seed=0, **overrides):
   """Saves a randomly initialized HuggingFace T5 with an untied LM head (unless tied)."""
   import shutil
+
   import torch
   from transformers import T5Config, T5ForConditionalGeneration
   values = dict(vocab_size=131, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
@@ -126,7 +126,6 @@ def _forward(model, params, encoder_tokens, decoder_input_tokens, rngs=None, **k
 
 
 # Jitted model call for tests: one compilation instead of slow op-by-op dispatch.
-import functools  # noqa: E402
 import jax  # noqa: E402
 
 forward = jax.jit(_forward, static_argnums=0, static_argnames=("deterministic",))

@@ -9,11 +9,15 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO, TINY_CONFIG
-import hypert5
-from hypert5 import adapters, api, cli, decoding, errors, eval as eval_lib
 from test_user_tasks import code_blocks, readme_section
+
+import hypert5
+from hypert5 import cli, errors
+from hypert5.formats import adapters
+from hypert5.inference import evaluate as eval_lib
+from hypert5.model import decoding
+from hypert5.training import trainer_setup
 
 
 def test_import_hypert5_imports_neither_jax_nor_tensorflow():
@@ -145,7 +149,9 @@ def test_hyper_init_of_peft_finetuning_is_the_api_phi(tmp_path, tiny_hyper_run):
   """`init.peft=hyper` (paper section 6) starts PEFT training from the phi the API
   makes for the examples file."""
   import jax
-  from hypert5 import adapt, experiment, partitioning
+
+  from hypert5 import experiment
+  from hypert5.model import partitioning
   examples = [("Now is the winter of our discontent. Options: hill, deer", "hill"),
               ("To be, or not to be: that is the question. Options: hill, deer", "deer")]
   path = tmp_path / "shots.jsonl"
@@ -157,7 +163,7 @@ def test_hyper_init_of_peft_finetuning_is_the_api_phi(tmp_path, tiny_hyper_run):
   models = experiment.build_models(config)
   mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes)
   shardings = experiment.param_shardings(models, "shared", mesh, config.logical_axis_rules)
-  shared = adapt.initial_shared_peft(config, models, None, None, shardings, None, None,
+  shared = trainer_setup.initial_shared_peft(config, models, None, None, shardings, None, None,
                                      jax.random.PRNGKey(0))
   phi = hypert5.load(tiny_hyper_run).phi(examples)
   np.testing.assert_array_equal(np.asarray(shared["prefix"]), np.asarray(phi["prefix"][0]))

@@ -18,7 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from hypert5 import cli, experiment, paper, partitioning, t5
+from hypert5 import cli, experiment
+from hypert5.experiments import paper
+from hypert5.model import partitioning, t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS, KINDS, SCALES = tuple(paper.BENCHMARKS), paper.KINDS, tuple(paper.SCALES)
@@ -195,7 +197,7 @@ def test_xl_sharded_dimensions_divide_the_model_axis(arg):
 
 def test_mixtures_are_registered():
   pytest.importorskip("seqio")
-  from hypert5 import data
+  from hypert5.training import data
   from hypert5_tasks import caclm, scoring
   checked = set()
   for name, arg in ALL:

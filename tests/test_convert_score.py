@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import make_hf_t5
 from transformers import T5ForConditionalGeneration
 
-from conftest import make_hf_t5
-from hypert5 import checkpoints, errors, hf, score, t5
-from hypert5.vocab import Vocabulary
+from hypert5 import errors, score
+from hypert5.formats import checkpoints, hf
+from hypert5.text.vocab import Vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

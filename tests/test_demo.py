@@ -8,9 +8,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
-from hypert5 import demo
+
+from hypert5 import errors
+from hypert5.experiments import demo
 
 SYSTEMS = ["T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot",
            "HyperT5-Prefix", "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining"]
@@ -134,7 +135,7 @@ def test_a_workdir_of_another_benchmark_is_refused(tmp_path):
   quick = demo.Mode(quick=True)
   demo.check_workdir_mode(str(tmp_path), quick, write=True)
   demo.check_workdir_mode(str(tmp_path), quick, write=True)  # the same mode: fine
-  with pytest.raises(demo.WorkdirMismatch, match=r"in-context benchmark \(--quick\); this run is "
+  with pytest.raises(errors.ConfigError, match=r"in-context benchmark \(--quick\); this run is "
                      r"of the embedded rules benchmark: pass another --workdir"):
     demo.check_workdir_mode(str(tmp_path), demo.Mode(rules=True), write=True)
   # A workdir from before the mode file: its downstream model's corpus tells.
@@ -142,6 +143,6 @@ def test_a_workdir_of_another_benchmark_is_refused(tmp_path):
   (old / "lm").mkdir(parents=True)
   (old / "lm" / "config.json").write_text(json.dumps({"data": {"mixture": "embedded_lm_mix"}}))
   demo.check_workdir_mode(str(old), demo.Mode(rules=True), write=False)
-  with pytest.raises(demo.WorkdirMismatch, match="pretrained on embedded_lm_mix"):
+  with pytest.raises(errors.ConfigError, match="pretrained on embedded_lm_mix"):
     demo.check_workdir_mode(str(old), demo.Mode(), write=True)
   assert not (old / demo.MODE_FILE).exists()

@@ -9,16 +9,15 @@ import functools
 import json
 import os
 
+import fixtures_tasks
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
 
-import fixtures_tasks
 import hypert5_tasks
 from hypert5.errors import ConfigError, DataError
-from hypert5_tasks import (example_cache, fewshot, forms, indexed, records, sampling, sni,
-                           sources, vocab as task_vocab)
+from hypert5_tasks import example_cache, fewshot, forms, indexed, records, sampling, sni, sources
+from hypert5_tasks import vocab as task_vocab
 from hypert5_tasks.feature_converter import HyperFeatureConverter
 
 VOCAB = task_vocab.embedded_vocabulary()

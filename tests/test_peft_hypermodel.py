@@ -11,13 +11,15 @@ import numpy as np
 import optax
 import pytest
 import torch
+from conftest import forward
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import T5ForConditionalGeneration
 
-from conftest import forward
-from hypert5 import adapters, decoding, experiment, hf, hypermodel, t5
-from hypert5 import peft as peft_lib
-from hypert5.t5_config import SIZES, get_size
+from hypert5 import experiment
+from hypert5.formats import adapters, hf
+from hypert5.model import decoding, hypermodel, t5
+from hypert5.model import peft as peft_lib
+from hypert5.model.t5_config import SIZES, get_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,16 +9,18 @@ import pytest
 import seqio
 import tensorflow as tf
 
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import caclm
-from hypert5_tasks import embedded_corpus
-from hypert5_tasks import embedded_fewshot
-from hypert5_tasks import embedded_rules
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import locations
-from hypert5_tasks import sources
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import errors
+from hypert5_tasks import (
+  caclm,
+  embedded_corpus,
+  embedded_fewshot,
+  embedded_rules,
+  fewshot,
+  forms,
+  sources,
+  vocab,
+)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def test_embedded_caclm_task_features():
 
 def test_c4_without_data_says_what_to_download(tmp_path):
   read = caclm.c4_reader(str(tmp_path))
-  with pytest.raises(locations.MissingDataError, match=r"TFDS_DATA_DIR=.*c4/en/3\.1\.0"):
+  with pytest.raises(errors.MissingDataError, match=r"TFDS_DATA_DIR=.*c4/en/3\.1\.0"):
     read(split="train", shuffle=False, seed=0, shard=sources.Shard())
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import seqio
 
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
+import hypert5_tasks  # noqa: F401  (registers the tasks)
 from hypert5_tasks import embedded_icl as icl
 
 CONFIG = icl.BenchmarkConfig()
@@ -37,6 +37,7 @@ def words_of(record) -> set[str]:
 
 def test_pools_are_single_pieces_and_disjoint(bench):
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+
   from hypert5_tasks import vocab  # pylint: disable=import-outside-toplevel
   pieces = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   keys, values = icl.word_pools()

@@ -6,10 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import records
-from hypert5_tasks import vocab
+from hypert5_tasks import fewshot, forms, records, vocab
 
 
 def test_python_and_tf_pair_formats_agree():

@@ -2,15 +2,13 @@
 
 import json
 
+import fixtures_tasks as fx
 import pytest
 import seqio
 
-import fixtures_tasks as fx
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import fewshot
-from hypert5_tasks import locations
-from hypert5_tasks import metaicl
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import errors
+from hypert5_tasks import fewshot, metaicl, vocab
 
 LENGTHS = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
 SHARED_METAICL = fx.SHARED_DATA / "metaicl" / "config"
@@ -140,5 +138,5 @@ def test_output_outside_the_options_of_a_classification_task(tmp_path):
 
 def test_missing_directory_says_what_to_build(tmp_path):
   _register(tmp_path / "nowhere", "micl_g")
-  with pytest.raises(locations.MissingDataError, match="HYPERT5_METAICL_DIR=.*MetaICL"):
+  with pytest.raises(errors.MissingDataError, match="HYPERT5_METAICL_DIR=.*MetaICL"):
     _examples("micl_g.glue_rte.seed100", "test")

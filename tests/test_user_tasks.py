@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 import seqio
-
 from conftest import REPO
+
 import hypert5_tasks
-from hypert5 import eval as eval_lib
-from hypert5_tasks import scoring, user_tasks, vocab as task_vocab
+from hypert5.inference import evaluate as eval_lib
+from hypert5_tasks import scoring
+from hypert5_tasks import vocab as task_vocab
 
 LENGTHS = {"hyper_inputs": 512, "inputs": 32, "targets": 8}
 EMBEDDED_VOCAB = str(task_vocab.EMBEDDED_VOCAB_PATH)

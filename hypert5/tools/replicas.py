@@ -73,6 +73,7 @@ class ReplicaSize:
 def write_vocabulary(path: str, text: Text) -> None:
   """A SentencePiece model in T5's conventions (pad 0, EOS 1, unk 2), from `text`."""
   import io  # pylint: disable=import-outside-toplevel
+
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   spm.set_random_generator_seed(0)
   model = io.BytesIO()
@@ -99,6 +100,7 @@ def write_p3(root: str, text: Text, size: ReplicaSize) -> None:
   """data/{subset}/train.parquet for every T0 training subset (HF's parquet layout)."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+
   from hypert5_tasks import p3  # pylint: disable=import-outside-toplevel
   subsets = _first(p3.t0_train_subsets(), size)
   for i, subset in enumerate(subsets):

@@ -24,13 +24,13 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from hypert5 import peft as peft_lib
-from hypert5.t5_config import T5Config
+from hypert5.model import peft as peft_lib
+from hypert5.model.t5_config import T5Config
 
 Array = jax.Array
 NEG_INF = -1e10  # additive mask value, finite so fully masked rows stay NaN-free

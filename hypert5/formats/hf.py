@@ -21,7 +21,7 @@ import safetensors
 import safetensors.numpy
 
 from hypert5.errors import CheckpointError
-from hypert5.t5_config import T5Config
+from hypert5.model.t5_config import T5Config
 
 
 class SafetensorsFiles:
@@ -284,7 +284,8 @@ def _read_matrix(tensors: SafetensorsFiles, name: str, shape: tuple[int, int]) -
 def _reference_shapes(cfg: T5Config) -> dict[tuple, tuple]:
   """Our parameter paths -> shapes, from the model itself (no allocation)."""
   import flax  # local: keeps this module light for readers of safetensors only
-  from hypert5 import t5
+
+  from hypert5.model import t5
   shapes = t5.param_shapes(cfg)
   flat = flax.traverse_util.flatten_dict(shapes)
   return {k: tuple(v.shape) for k, v in flat.items()}

@@ -163,30 +163,16 @@ def synthetic_batch(config, features, batch_size: int, shard_index: int, index: 
   return {k: batch[k] for k in features}
 
 
-def resolve_mixture(mixture: str, form: str) -> str:
-  """The registered name of `mixture` in `form` (few-shot mixtures have _concat and
-  _xonly variants; LM and CACLM mixtures exist in one form only)."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
-  names = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
-  if form != "hyper" and not mixture.endswith(forms.FORM_SUFFIX[form]):
-    variant = forms.name_for(mixture, form)
-    if variant in names:
-      return variant
-  if mixture not in names:
-    raise ValueError(f"config.data.mixture={mixture!r} is not a registered SeqIO mixture or task")
-  return mixture
-
-
 def check_mixture(mixture: str, form: str, model_vocab_size: int) -> str:
   """Resolves the mixture's name; ids beyond the model's embedding table are an error,
   not NaNs."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  name = resolve_mixture(mixture, form)
+  import seqio  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+
+  from hypert5_tasks import forms  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+  name = forms.resolve_mixture(mixture, form)
   size = seqio.get_mixture_or_task(name).output_features["targets"].vocabulary.vocab_size
   if size > model_vocab_size:
-    raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
+    raise ConfigError(f"mixture {name!r} uses a vocabulary of {size} ids but "
                      f"config.model.vocab_size={model_vocab_size}")
   return name
 

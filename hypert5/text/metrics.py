@@ -2,7 +2,7 @@
 
 Each benchmark is scored the way its own evaluation code scores it, so numbers
 are comparable with the paper's tables (the tasks declare which, as their
-SeqIO `metric_fns`; see hypert5_tasks/scoring.py):
+SeqIO `metric_fns`; see tasks/scoring.py):
 
   S-NI     `rouge_l` (the headline number) and `exact_match`, as the official
            natural-instructions `eval/automatic/evaluation.py` (default English

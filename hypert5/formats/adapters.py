@@ -18,10 +18,10 @@ import re
 import jax
 import numpy as np
 
-from hypert5 import checkpoints, hf
 from hypert5.errors import AdapterError
-from hypert5.peft import LORA_GROUPS, PeftConfig, check_phi, phi_shapes
-from hypert5.t5_config import T5Config
+from hypert5.formats import checkpoints, hf
+from hypert5.model.peft import LORA_GROUPS, PeftConfig, check_phi, phi_shapes
+from hypert5.model.t5_config import T5Config
 
 NATIVE_CONFIG = "hypert5_adapter.json"
 NATIVE_WEIGHTS = "phi.safetensors"

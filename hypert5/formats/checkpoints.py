@@ -19,10 +19,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hypert5 import hf
 from hypert5.errors import CheckpointError, DamagedCheckpoint
-from hypert5.t5_config import T5Config, config_path
-from hypert5.vocab import find_vocabulary  # noqa: F401 (re-exported)
+from hypert5.formats import hf
+from hypert5.model.t5_config import T5Config, config_path
+from hypert5.text.vocab import find_vocabulary  # noqa: F401 (re-exported)
 
 PARAMS_DIR = "params"
 
@@ -96,8 +96,9 @@ def load_model(directory: str, abstract_params=None) -> tuple[T5Config, dict, st
 
 def check_params_fit(params, cfg: T5Config, source: str) -> None:
   """Raises naming the first parameter whose path or shape does not fit `cfg`."""
-  from hypert5 import t5  # local import: t5 pulls in flax modules
   import flax
+
+  from hypert5.model import t5  # local import: t5 pulls in flax modules
   want = flax.traverse_util.flatten_dict(t5.param_shapes(cfg), sep="/")
   got = flax.traverse_util.flatten_dict(params, sep="/")
   for key in sorted(set(want) | set(got)):

@@ -37,7 +37,7 @@ import dataclasses
 import ml_collections
 
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.model.t5_config import get_size
 
 KINDS = ("prefix", "lora")
 PREFIX_LENGTH = 32  # P (paper section 5.1)

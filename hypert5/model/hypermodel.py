@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypert5 import peft as peft_lib
-from hypert5 import t5
-from hypert5.t5_config import T5Config
+from hypert5.model import peft as peft_lib
+from hypert5.model import t5
+from hypert5.model.t5_config import T5Config
 
 Array = jax.Array
 

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypert5.t5 import T5
+from hypert5.model.t5 import T5
 
 Array = jax.Array
 
