@@ -36,6 +36,7 @@ setuptools.setup(
     name="hypert5",
     version="0.1.0",
     description=__doc__,
+    license="Apache-2.0",
     python_requires=">=3.10",
     packages=["hypert5", *(f"hypert5.{p}" for p in setuptools.find_packages("hypert5")),
               "hypert5_tasks"],
@@ -47,6 +48,6 @@ setuptools.setup(
         "eval": EVAL,
         "hf": HF,
         "bench": BENCH,
-        "test": DATA + EVAL + HF + BENCH + ["pytest", "pytest-xdist"],
+        "test": DATA + EVAL + HF + BENCH + ["pytest", "pytest-xdist", "ruff"],
     },
 )

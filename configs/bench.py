@@ -7,7 +7,7 @@ times, for each KIND it is asked for, the train step of
   python -m hypert5.train --config=configs/bench.py:large,prefix \
       --workdir=runs/bench_large_prefix
 
-(both go through `hypert5.trainer_setup.setup_train`), on synthetic batches of
+(both go through `hypert5.training.trainer_setup.setup_train`), on synthetic batches of
 these shapes (`data.source=synthetic`; pass --config.data.source=seqio and
 --config.data.mixture=NAME to train on real data).
 

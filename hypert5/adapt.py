@@ -6,7 +6,7 @@
 RUN is a HyperT5 training run (its workdir, checkpoints/ folder or one step).
 FILE holds up to 16 lines of {"input": ..., "output": ...}; more are allowed,
 and only the first 16 are used (a warning says so). The examples are written
-as the hypermodel saw them in training (hypert5.prompts), phi is generated in
+as the hypermodel saw them in training (text/prompts.py), phi is generated in
 one forward pass and written as an adapter: HyperT5's own format, or for
 HyperT5-LoRA also HuggingFace PEFT's, which `peft.PeftModel.from_pretrained`
 loads on the HuggingFace T5.
@@ -32,7 +32,9 @@ def define_flags() -> None:
   flags.DEFINE_string("examples", None, "jsonl of {input, output} few-shot examples.",
                       required=True)
   flags.DEFINE_string("definition", None, "Task definition, read before the examples.")
-  flags.DEFINE_string("out", None, "Adapter folder to write (must not exist).", required=True)
+  flags.DEFINE_string("out", None, "Adapter folder to write.", required=True)
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out folder (once the new "
+                    "adapter is written); without it an existing folder is an error.")
   flags.DEFINE_enum("format", "native", ["native", "peft"],
                     "native: HyperT5's adapter; peft: HuggingFace PEFT (LoRA only).")
   flags.DEFINE_integer("max_examples", api.MAX_EXAMPLES, "Examples used; later lines are ignored.")
@@ -43,7 +45,8 @@ def main(argv) -> None:
   cli.quiet_logs()
   examples = api.read_examples(FLAGS.examples, FLAGS.max_examples)
   run = api.load(FLAGS.checkpoint)
-  run.save_adapter(run.phi(examples, FLAGS.definition), FLAGS.out, FLAGS.format)
+  run.save_adapter(run.phi(examples, FLAGS.definition), FLAGS.out, FLAGS.format,
+                   overwrite=FLAGS.overwrite)
   print(f"wrote {FLAGS.format} adapter for {len(examples)} examples to {FLAGS.out}")
 
 

@@ -1,4 +1,4 @@
-"""`python -m hypert5.bench`: the accelerator benchmark of train's step (hypert5/tools/bench.py)."""
+"""`python -m hypert5.bench`: hypert5/tools/bench.py, the accelerator benchmark of train's step."""
 
 if __name__ == "__main__":
   from hypert5.tools import bench

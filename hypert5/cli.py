@@ -8,13 +8,62 @@ as a program, so one command can import another's functions.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+
+import jax
+from absl import app, flags
+from absl import logging as absl_logging
 
 from hypert5.errors import ConfigError, HyperT5Error
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """File descriptor 2 to /dev/null: for C++ libraries that print before any logging
+  is set up."""
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Imports TensorFlow with its C++ start-up lines (CUDA probing, oneDNN, CPU
+  features) silenced: they print before TensorFlow sets up its logging, so
+  TF_CPP_MIN_LOG_LEVEL cannot hide them. Only while TF_CPP_MIN_LOG_LEVEL is 3."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != "tensorflow" or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None and spec.loader is not None:
+      load = spec.loader.exec_module
+
+      def exec_module(module):
+        with native_stderr_silenced():
+          load(module)
+
+      spec.loader.exec_module = exec_module
+    return spec
+
+
+# Commands are quiet about TensorFlow (which only reads data for them) unless the
+# user asks otherwise (TF_CPP_MIN_LOG_LEVEL=0).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+  sys.meta_path.insert(0, _QuietTensorFlowImport())
 
 EXIT_ERROR = 1  # bad input or a fault the message names
 # A run stopped by SIGTERM after saving its step; starting it again resumes it
@@ -47,7 +96,6 @@ def run(main: Callable[[Sequence[str]], None],
   """Runs a command: defines its flags, parses them and calls `main(argv)`. What a
   user can cause ends in one line on stderr and exit status 1; a bug keeps its
   traceback."""
-  from absl import app, flags  # pylint: disable=import-outside-toplevel  # absl only for programs
   if define_flags is not None:
     define_flags()
   for name in required:
@@ -56,7 +104,7 @@ def run(main: Callable[[Sequence[str]], None],
   def guarded(argv):
     try:
       main(argv)
-    except Exception as e:  # pylint: disable=broad-except  # bugs are re-raised below
+    except Exception as e:  # noqa: BLE001  (bugs are re-raised below)
       message = user_error_message(e)
       if message is None:
         raise
@@ -68,7 +116,6 @@ def run(main: Callable[[Sequence[str]], None],
 def quiet_logs(tag: str = "") -> None:
   """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong.
   `tag` follows the logger's name on each line (which of several processes wrote it)."""
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   absl_logging.set_verbosity(absl_logging.WARNING)
   ours = logging.getLogger("hypert5")
   if not ours.handlers:
@@ -118,7 +165,6 @@ def use_compilation_cache(directory: str | None = None) -> None:
   default_compilation_cache_dir()): multi-stage commands compile the same programs
   across stages, restarts and workdirs. Entries are keyed by the program, the flags
   and the JAX version, so sharing is safe; the oldest go beyond 2 GiB."""
-  import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", directory or default_compilation_cache_dir()))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -19,7 +19,8 @@ import os
 from absl import flags
 from ml_collections import config_flags
 
-from hypert5 import cli
+from hypert5 import cli, files
+from hypert5.errors import EvalError
 from hypert5.inference import evaluate
 
 FLAGS = flags.FLAGS
@@ -36,9 +37,14 @@ def define_flags() -> None:
 def main(argv) -> None:
   del argv
   cli.quiet_logs()
+  output = FLAGS.output or os.path.join(FLAGS.checkpoint,
+                                        f"eval_{evaluate.eval_mixture(FLAGS.config)}")
+  # Said before the work, not after it: results that cannot be written are lost.
+  files.check_writable_dir(output, EvalError, "--output")
+  if FLAGS.save_phi:
+    files.check_writable_dir(FLAGS.save_phi, EvalError, "--save_phi")
   results, predictions = evaluate.evaluate(FLAGS.config, FLAGS.checkpoint,
                                            save_phi=FLAGS.save_phi, load_phi=FLAGS.load_phi)
-  output = FLAGS.output or os.path.join(FLAGS.checkpoint, f"eval_{results['mixture']}")
   evaluate.write_results(output, results, predictions)
   print(evaluate.format_table(results["benchmark"], {results["name"]: results}))
   print(f"wrote {output}/results.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import flax.linen as nn
 import jax
@@ -19,7 +20,10 @@ import ml_collections
 from hypert5.errors import ConfigError
 from hypert5.model import hypermodel, partitioning, t5
 from hypert5.model import peft as peft_lib
+from hypert5.model.decoding import token_log_probs
 from hypert5.model.t5_config import T5Config, get_size
+
+log = logging.getLogger("hypert5.experiment")
 
 # experiment -> (parameter groups that train, where phi comes from)
 TRAINABLE = {
@@ -76,6 +80,17 @@ def default_config() -> ml_collections.ConfigDict:
                 max_tasks=0,  # 0: every task (smoke tests take the first few)
                 max_decode_length=0)  # 0: data.targets_length
   return ml_collections.ConfigDict(c)
+
+
+def size_vocabulary(config, data_vocab_size: int) -> None:
+  """config.model.vocab_size 0 -> the data's vocabulary size (SeqIO's extra ids
+  included) rounded up to a multiple of 128, as T5's 32,128 is: a model trained from
+  scratch on a small SentencePiece model gets an output layer of that size, not T5's."""
+  if config.model.vocab_size:
+    return
+  config.model.vocab_size = -(-data_vocab_size // 128) * 128
+  log.info("config.model.vocab_size=%d, from the data's vocabulary of %d ids",
+           config.model.vocab_size, data_vocab_size)
 
 
 def t5_config(config) -> T5Config:
@@ -189,7 +204,6 @@ def downstream_logits(models: Models, params: dict, batch: dict, phi, *, determi
 
 def loss_terms(models: Models, params: dict, batch: dict, rng, *, deterministic: bool = False):
   """(sum of token cross-entropies, sum of loss weights) for a batch."""
-  from hypert5.model.decoding import token_log_probs
   phi_rng, model_rng = jax.random.split(rng)
   phi = compute_phi(models, params, batch, deterministic=deterministic, rng=phi_rng)
   logits = downstream_logits(models, params, batch, phi, deterministic=deterministic,

@@ -13,7 +13,8 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 def read_jsonl(path: str, keys: tuple[str, ...], error: type[Exception] = ValueError

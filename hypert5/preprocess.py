@@ -33,6 +33,8 @@ from hypert5 import cli, experiment
 from hypert5.errors import ConfigError, HyperT5Error
 from hypert5_tasks import forms, indexed
 
+FLAGS = flags.FLAGS
+
 
 def define_flags() -> None:
   config_flags.DEFINE_config_file("config", None, "The training run's config (its mixture, "
@@ -73,7 +75,6 @@ def main(argv):
   del argv
   cli.quiet_logs()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   if FLAGS.mixture:
     preprocess(FLAGS.mixture, FLAGS.split, form=FLAGS.form, cache_dir=FLAGS.cache_dir,
                workers=FLAGS.workers, max_pieces=FLAGS.max_pieces)

@@ -15,7 +15,7 @@ checkpoint's vocabulary, EOS appended, as SeqIO does) or a list of token ids
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from absl import flags
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

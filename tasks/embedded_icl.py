@@ -200,7 +200,7 @@ class Rule:
       return dict(self.params)[x[0]]
     raise ValueError(f"unknown family {self.family!r}; families: {', '.join(ALL_FAMILIES)}")
 
-  def mirror(self) -> "Rule":
+  def mirror(self) -> Rule:
     """The rule that answers every query of this one with the other choice."""
     if self.family == "constant":
       return Rule("constant", (self.params[1], self.params[0]))
@@ -250,7 +250,7 @@ class Pools:
   values: tuple[str, ...]
   facts: tuple = ()  # ((key, (left, right)), ...): each key's attributes, values of this pool
 
-  def __add__(self, other: "Pools") -> "Pools":
+  def __add__(self, other: Pools) -> Pools:
     return Pools(self.keys + other.keys, self.values + other.values, self.facts + other.facts)
 
   def group(self, g: int) -> tuple[str, ...]:

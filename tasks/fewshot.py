@@ -29,7 +29,8 @@ Drawing. Two ways, both deterministic given the seed:
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf

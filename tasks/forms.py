@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
 from hypert5.errors import ConfigError
+from hypert5.text import prompts
 from hypert5_tasks import fewshot, scoring
 from hypert5_tasks import records as records_lib
 
@@ -74,6 +75,12 @@ def resolve_mixture(mixture: str, form: str) -> str:
   return mixture
 
 
+# A key of the hyper form beside its features (as the _pretokenized ones are): [examples
+# in hyper_inputs, examples in the context], so that evaluation can say when the
+# hypermodel's input cut examples off (a definition always comes first).
+CONTEXT_FIT = "hyper_inputs_examples"
+
+
 def output_features(form: str, vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
   """Task output features of a form: token features plus the metadata."""
   tokens = {"inputs": seqio.Feature(vocabulary), "targets": seqio.Feature(vocabulary)}
@@ -110,7 +117,11 @@ def render(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature
           segment_ids, _budget(sequence_length, "hyper_inputs"), keep_first=True)
       out["hyper_inputs"] = ids
       out["hyper_inputs_pretokenized"] = tf.strings.reduce_join(
-          context[:kept], separator=fewshot.SEGMENT_SEPARATOR)
+          context[:kept], separator=prompts.SEGMENT_SEPARATOR)
+      definitions = tf.reduce_sum(tf.cast(tf.strings.regex_full_match(
+          context, "(?s)" + prompts.DEFINITION + ".*"), tf.int32))
+      out[CONTEXT_FIT] = tf.stack([tf.cast(kept, tf.int32) - definitions,
+                                   tf.size(context) - definitions])
       out["inputs"] = vocabulary.encode_tf(record["input"])
       out["inputs_pretokenized"] = record["input"]
     elif form == "concat":
@@ -122,7 +133,7 @@ def render(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature
       ids, kept = fewshot.fit_segments(vocabulary.encode_tf(context), budget, keep_first=False)
       out["inputs"] = tf.concat([ids, query_ids], axis=0)
       out["inputs_pretokenized"] = tf.strings.reduce_join(
-          tf.concat([context[:kept], [query]], axis=0), separator=fewshot.SEGMENT_SEPARATOR)
+          tf.concat([context[:kept], [query]], axis=0), separator=prompts.SEGMENT_SEPARATOR)
     elif form == "xonly":
       out["inputs"] = vocabulary.encode_tf(record["input"])
       out["inputs_pretokenized"] = record["input"]

@@ -20,7 +20,7 @@ tasks can be packed.
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from collections.abc import Mapping
 
 import seqio
 import tensorflow as tf

@@ -25,7 +25,7 @@ task says how it is scored (tasks/scoring.py).
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
@@ -36,7 +36,7 @@ from hypert5_tasks import forms
 
 def process_shard() -> tuple[int, int]:
   """(shard_index, num_shards) of this JAX process."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415  (JAX only to find this host's shard)
   return jax.process_index(), jax.process_count()
 
 

@@ -45,7 +45,7 @@ import json
 import os
 import pathlib
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import seqio

@@ -77,7 +77,8 @@ def spm_path(tmp_path_factory):
   corpus = directory / "corpus.txt"
   write_corpus(corpus)
   spm.SentencePieceTrainer.train(
-      input=str(corpus), model_prefix=str(directory / "spiece"), vocab_size=64, hard_vocab_limit=False,
+      input=str(corpus), model_prefix=str(directory / "spiece"), vocab_size=64,
+      hard_vocab_limit=False,
       model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
       minloglevel=2)
   return str(directory / "spiece.model")

@@ -17,7 +17,7 @@ def run_module(module, *args, timeout=300):
 
 
 def json_lines(stdout):
-  return [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+  return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def positive_finite(x):
@@ -62,7 +62,7 @@ def test_gemm_floor_times_every_matmul_of_the_plain_t5_step():
   assert train_flops == bench.train_flops(setup.config) + 2 * relpos
 
   lines = bench.gemm_floor(setup, {"preset": "tiny"}, repeats=1)
-  assert [(l["impl"], l["pass"]) for l in lines] == [
+  assert [(row["impl"], row["pass"]) for row in lines] == [
       ("xla", "train"), ("xla", "forward"), ("torch", "train"), ("torch", "forward")]
   for line in lines:
     expected = train_flops if line["pass"] == "train" else forward_flops
@@ -104,7 +104,7 @@ def test_tiny_bench_prints_train_and_inference_lines():
   for line in lines:
     by_bench.setdefault(line["bench"], []).append(line)
   assert positive_finite(by_bench["peak"][0]["measured_matmul_tflops"])
-  assert [l["kind"] for l in by_bench["train"]] == ["prefix", "lora"]
+  assert [row["kind"] for row in by_bench["train"]] == ["prefix", "lora"]
   for line in by_bench["train"]:
     for key in ("step_s", "tokens_per_s", "model_tflop_per_step", "achieved_tflops",
                 "peak_tflops", "mfu", "measured_matmul_tflops", "loss"):
@@ -243,7 +243,8 @@ def expected_frozen_bytes_per_device(model_ways):
   import jax
   total = 0
   for x, names in zip(jax.tree.leaves(shapes),
-                      jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, jax.sharding.PartitionSpec))):
+                      jax.tree.leaves(axes, is_leaf=lambda a: isinstance(
+                          a, jax.sharding.PartitionSpec))):
     ways = model_ways if set(names) & to_model else 1
     total += math.prod(x.shape) * 4 // ways
   return total

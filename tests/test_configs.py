@@ -197,15 +197,14 @@ def test_xl_sharded_dimensions_divide_the_model_axis(arg):
 
 def test_mixtures_are_registered():
   pytest.importorskip("seqio")
-  from hypert5.training import data
-  from hypert5_tasks import caclm, scoring
+  from hypert5_tasks import caclm, forms, scoring
   checked = set()
   for name, arg in ALL:
     c = load(name, arg)
     form = experiment.data_form(c)
     for mixture in (c.data.mixture, c.eval.mixture if name != "hyperpretrain" else None):
       if mixture and (mixture, form) not in checked:
-        assert data.resolve_mixture(mixture, form), (name, arg, mixture)
+        assert forms.resolve_mixture(mixture, form), (name, arg, mixture)
         checked.add((mixture, form))
     if name != "hyperpretrain":
       # Each evaluation mixture declares its benchmark (how its results add up).

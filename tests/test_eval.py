@@ -140,7 +140,8 @@ def test_metaicl_averages_seeds_then_tasks_and_uses_macro_f1():
   assert per_task["metaicl.glue_rte.seed13"] == {"macro_f1": pytest.approx(37.5)}
   assert per_task["metaicl.ai2_arc.seed13"] == {"accuracy": 60.0}
   benchmark = scoring.benchmark_of("metaicl_hr_to_lr_test")
-  assert benchmark.name == "metaicl" and scoring.benchmark_of("metaicl_hr_to_lr_test_xonly") == benchmark
+  assert benchmark.name == "metaicl"
+  assert scoring.benchmark_of("metaicl_hr_to_lr_test_xonly") == benchmark
   summary = eval_lib.aggregate(benchmark, per_task)
   assert summary["groups"]["glue-rte"] == pytest.approx((4 * 100 + 37.5) / 5)
   assert summary["groups"]["ai2_arc"] == pytest.approx((4 * 100 + 60) / 5)

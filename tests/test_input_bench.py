@@ -58,7 +58,7 @@ def test_verdict_divides_the_demand_by_the_rate_of_one_core():
 
 
 def test_imports_and_plans_without_tensorflow():
-  code = ("import sys; from hypert5 import input_bench as b; "
+  code = ("import sys; from hypert5.tools import input_bench as b; "
           "b.demand(b.config_of('p3').data.to_dict() and "
           "{'hyper_inputs': 1024, 'inputs': 384, 'targets': 128}); "
           "print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))")

@@ -55,7 +55,7 @@ def test_verse_lines_drop_speakers_and_stage_directions():
 
 
 def test_embedded_vocabulary_has_t5_special_ids():
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
   model = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   assert model.get_piece_size() == vocab.EMBEDDED_VOCAB_SIZE
   assert (model.pad_id(), model.eos_id(), model.unk_id(), model.bos_id()) == (0, 1, 2, -1)

@@ -36,9 +36,9 @@ def words_of(record) -> set[str]:
 
 
 def test_pools_are_single_pieces_and_disjoint(bench):
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
 
-  from hypert5_tasks import vocab  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import vocab
   pieces = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   keys, values = icl.word_pools()
   for word in keys + icl.INSTRUCTION_WORDS:

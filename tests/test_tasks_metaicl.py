@@ -8,7 +8,8 @@ import seqio
 
 import hypert5_tasks  # noqa: F401  (registers the tasks)
 from hypert5 import errors
-from hypert5_tasks import fewshot, metaicl, vocab
+from hypert5.text import prompts
+from hypert5_tasks import metaicl, vocab
 
 LENGTHS = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
 SHARED_METAICL = fx.SHARED_DATA / "metaicl" / "config"
@@ -88,7 +89,7 @@ def test_training_task_draws_from_its_own_lines(tmp_path):
   examples = _examples("micl_b.glue_sst2", "train")
   assert len(examples) == 40
   for example in examples:
-    own = fewshot.format_pair(example["inputs_pretokenized"].decode(),
+    own = prompts.format_pair(example["inputs_pretokenized"].decode(),
                               example["targets_pretokenized"].decode())
     context = example["hyper_inputs_pretokenized"].decode()
     assert own not in context and context.count("Input: glue-sst2 x sentence") >= 1

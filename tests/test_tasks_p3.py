@@ -11,7 +11,8 @@ import seqio
 
 import hypert5_tasks  # noqa: F401  (registers the tasks)
 from hypert5 import errors
-from hypert5_tasks import fewshot, p3, sources, vocab
+from hypert5.text import prompts
+from hypert5_tasks import p3, sources, vocab
 
 LENGTHS = {"hyper_inputs": 512, "inputs": 64, "targets": 8}
 SHARED_P3 = fx.SHARED_DATA / "p3"
@@ -94,7 +95,7 @@ def test_training_contexts_are_other_examples_of_the_subset(tmp_path):
     query = example["inputs_pretokenized"].decode()
     pairs = example["hyper_inputs_pretokenized"].decode()
     assert 1 <= pairs.count("Input: ") <= 16
-    assert fewshot.format_pair(query, example["targets_pretokenized"].decode()) not in pairs
+    assert prompts.format_pair(query, example["targets_pretokenized"].decode()) not in pairs
     assert pairs.count("Input: sub question") == pairs.count("Input: ")
 
 

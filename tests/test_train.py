@@ -92,7 +92,8 @@ def test_two_processes_agree_on_the_loss(tmp_path):
     assert p.returncode == 0, err[-3000:]
   per_process = []
   for _, err in outputs:
-    per_process.append([float(l.split("loss ")[1]) for l in err.splitlines() if " loss " in l])
+    per_process.append([float(line.split("loss ")[1]) for line in err.splitlines()
+                        if " loss " in line])
   assert len(per_process[0]) == 3
   assert per_process[0] == per_process[1]
   assert list(losses(tmp_path / "multi").values()) == pytest.approx(per_process[0], abs=1e-6)
@@ -209,9 +210,9 @@ def test_sigterm_saves_the_current_step(tmp_path):
 def test_sigterm_is_caught_only_while_a_loop_runs():
   # hypert5.demo trains stages and evaluates in one process: a SIGTERM between loops
   # must stop it, not set the flag of a loop that has ended.
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
+  from hypert5.training import loop as train
   before = signal.getsignal(signal.SIGTERM)
-  preemption = train._Preemption()  # pylint: disable=protected-access
+  preemption = train._Preemption()
   os.kill(os.getpid(), signal.SIGTERM)
   assert preemption.check(0)
   preemption.close()

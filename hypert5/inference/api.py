@@ -8,7 +8,7 @@
   run.save_adapter(phi, "my_adapter", format="native" | "peft")
 
 Examples are written as the training data writes few-shot contexts
-(hypert5.prompts: "Input: x Output: y" segments, the definition first, trailing
+(text/prompts.py: "Input: x Output: y" segments, the definition first, trailing
 segments dropped whole to fit the hypermodel's input), so phi here is the phi
 `hypert5.eval` computes for the same examples.
 
@@ -24,7 +24,7 @@ import functools
 import json
 import logging
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from hypert5 import experiment, files
-from hypert5.errors import CheckpointError, ConfigError, ExamplesError
+from hypert5.errors import AdapterError, CheckpointError, ConfigError, ExamplesError
 from hypert5.formats import adapters, checkpoints
 from hypert5.inference import infer
 from hypert5.model import t5
@@ -42,8 +42,6 @@ from hypert5.text.vocab import Vocabulary
 MAX_EXAMPLES = 16  # the few-shot contexts of training hold up to 16 examples
 EXAMPLE_FORMATS = ("pair", "positive")
 log = logging.getLogger("hypert5.api")
-
-
 
 
 # -- Examples ---------------------------------------------------------------------
@@ -275,24 +273,27 @@ class Run:
 
   # Adapters
 
-  def save_adapter(self, phi, directory: str,
-                   format: str = "native") -> None:  # pylint: disable=redefined-builtin
-    """Writes phi as an adapter (`directory` must not exist): "native" (HyperT5's,
-    read by `hypert5.score --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's,
-    for `peft.PeftModel.from_pretrained` on the HuggingFace T5)."""
+  def save_adapter(self, phi, directory: str, format: str = "native",  # noqa: A002
+                   overwrite: bool = False) -> None:
+    """Writes phi as an adapter: "native" (HyperT5's, read by `hypert5.score
+    --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's, for
+    `peft.PeftModel.from_pretrained` on the HuggingFace T5). An existing `directory`
+    is an AdapterError naming it, unless `overwrite` (then it is replaced whole once
+    the new adapter is written)."""
     if format == "native":
-      adapters.save_native(directory, phi, self.peft_config, self.downstream_config)
+      adapters.save_native(directory, phi, self.peft_config, self.downstream_config,
+                           overwrite=overwrite)
     elif format == "peft":
       adapters.save_hf_peft(directory, phi, self.peft_config, self.downstream_config,
-                            self.config.init.downstream_checkpoint)
+                            self.config.init.downstream_checkpoint, overwrite=overwrite)
     else:
-      raise ValueError(f"format={format!r}; expected 'native' or 'peft'")
+      raise AdapterError(f"format={format!r}; expected 'native' or 'peft'")
 
   def load_adapter(self, directory: str):
     """phi (batch axis 1) from an adapter of either format written for this run's model."""
     peft, phi = adapters.load_adapter(directory, self.downstream_config)
     if peft != self.peft_config:
-      raise adapters.AdapterError(f"{directory}: an adapter for {peft}, but this run writes "
+      raise AdapterError(f"{directory}: an adapter for {peft}, but this run writes "
                                   f"{self.peft_config}")
     return jax.tree.map(jnp.asarray, phi)
 

@@ -26,10 +26,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +45,8 @@ from hypert5.formats import adapters
 from hypert5.inference import api, infer
 from hypert5.text import vocab
 from hypert5_tasks import forms, scoring
+
+log = logging.getLogger("hypert5.eval")
 
 # -- Data -----------------------------------------------------------------------
 
@@ -100,6 +103,7 @@ def _read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]
     }
     if "hyper_inputs" in raw:
       example["hyper_inputs"] = list(raw["hyper_inputs"])
+      example["context_fit"] = [int(v) for v in raw[forms.CONTEXT_FIT]]
     examples.append(example)
     if max_examples and len(examples) >= max_examples:
       break
@@ -189,6 +193,16 @@ class Evaluator:
 # -- Metrics ----------------------------------------------------------------------
 
 
+def context_fit(examples: list[dict]) -> dict | None:
+  """{"examples_kept", "examples_given"}: how many few-shot examples of a task's
+  contexts the hypermodel's input holds (the fewest kept, the most given), or None
+  for a form without contexts."""
+  fits = [e["context_fit"] for e in examples if "context_fit" in e]
+  if not fits:
+    return None
+  return {"examples_kept": min(k for k, _ in fits), "examples_given": max(n for _, n in fits)}
+
+
 def score_task(task, examples: list[dict], outputs: dict[str, list[dict]]) -> dict:
   """{metric: value} for one task from its declared metric functions.
 
@@ -255,9 +269,10 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
              progress: bool = True,
              context_of: Callable[[str], str] | None = None) -> tuple[dict, list[dict]]:
   """(results, predictions) of one model on config.eval.mixture (see evaluate_params)."""
-  models = experiment.build_models(config)
   # Unknown mixtures and tasks without metrics fail before loading.
-  declared(mixture_tasks(eval_mixture(config), experiment.data_form(config)))
+  tasks = declared(mixture_tasks(eval_mixture(config), experiment.data_form(config)))
+  experiment.size_vocabulary(config, tasks[0].output_features["targets"].vocabulary.vocab_size)
+  models = experiment.build_models(config)
   params = api.load_params(config, checkpoint, models)
   results, predictions = evaluate_params(config, models, params, name=name,
                                          per_query_phi=per_query_phi, save_phi=save_phi,
@@ -308,7 +323,7 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
   evaluator = Evaluator(models, params, vocabulary, lengths, config.eval.batch_size,
                         config.eval.max_decode_length or config.data.targets_length,
                         per_query_phi=per_query_phi)
-  per_task, predictions, seconds_per_query = {}, [], []
+  per_task, predictions, seconds_per_query, fits = {}, [], [], {}
   split = config.eval.split or benchmark.split
   for task in tqdm(tasks, desc=f"eval {mixture}", disable=not progress, unit="task"):
     examples = read_task(task, split, lengths, config.eval.max_examples)
@@ -330,6 +345,13 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
       outputs["generate"] = evaluator.generate(examples)
     seconds_per_query.append((time.perf_counter() - start) / len(examples))
     per_task[task.name] = score_task(task, examples, outputs)
+    fit = context_fit(examples)
+    if fit is not None:
+      fits[task.name] = fit
+      if fit["examples_kept"] < fit["examples_given"]:
+        log.warning("%s: %d of %d few-shot examples fit the hypermodel's %d input tokens "
+                    "(--config.data.hyper_inputs_length)", task.name, fit["examples_kept"],
+                    fit["examples_given"], lengths["hyper_inputs"])
     if save_phi and models.hyper is not None:
       adapters.save_native(os.path.join(save_phi, task.name),
                            evaluator.phi_for(examples[0]["hyper_inputs"]),
@@ -342,6 +364,8 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
              "mixture": mixture, "experiment": config.experiment,
              "tasks": per_task, **aggregate(benchmark, per_task),
              "seconds_per_query": float(np.median(seconds_per_query[1:] or seconds_per_query))}
+  if fits:
+    results["context_fit"] = fits
   return results, predictions
 
 

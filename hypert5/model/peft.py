@@ -75,7 +75,7 @@ class PeftConfig:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any], *, source: str = "peft config") -> "PeftConfig":
+  def from_dict(cls, values: dict[str, Any], *, source: str = "peft config") -> PeftConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -90,7 +90,7 @@ class PeftConfig:
       json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
   @classmethod
-  def load(cls, path: str) -> "PeftConfig":
+  def load(cls, path: str) -> PeftConfig:
     with open(path) as f:
       return cls.from_dict(json.load(f), source=path)
 
@@ -217,11 +217,6 @@ def per_layer(phi, peft: PeftConfig, cfg: T5Config, batch_size: int) -> dict:
 
   return {"encoder": {"self": lora("encoder")},
           "decoder": {"self": lora("decoder_self"), "cross": lora("decoder_cross")}}
-
-
-def slice_phi(phi, index):
-  """Example `index` of a batched phi, keeping a batch axis of 1."""
-  return jax.tree.map(lambda x: x[index:index + 1], phi)
 
 
 class SharedPeft(nn.Module):

@@ -11,7 +11,7 @@ HuggingFace stores it in block 0), unscaled dot-product attention, untied LM
 head unless `tie_word_embeddings`.
 
 PEFT hooks: every attention layer takes an optional dict of per-example
-parameters (`hypert5.peft` builds them from phi):
+parameters (`peft.py` builds them from phi):
   prefix_key, prefix_value: [batch, prefix, heads, kv] prepended to keys/values;
   lora: {"q"|"k"|"v"|"o": {"a": [batch, d_in, rank], "b": [batch, rank, d_out]}}.
 Layers are scanned (`scan_layers=True`, compile time independent of depth) or

@@ -59,7 +59,9 @@ class T5Config:
                  "num_encoder_layers", "num_decoder_layers",
                  "relative_attention_num_buckets", "relative_attention_max_distance"):
       if getattr(self, name) <= 0:
-        raise ConfigError(f"T5Config.{name} must be positive, got {getattr(self, name)}")
+        sized = (" (0 asks hypert5.train and hypert5.eval to size it from the mixture's "
+                 "vocabulary; other commands need a number)") if name == "vocab_size" else ""
+        raise ConfigError(f"T5Config.{name} must be positive, got {getattr(self, name)}{sized}")
 
   @property
   def joined_kv(self) -> int:
@@ -69,14 +71,14 @@ class T5Config:
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
 
-  def replace(self, **changes) -> "T5Config":
+  def replace(self, **changes) -> T5Config:
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "T5Config":
+  def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> T5Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -88,7 +90,7 @@ class T5Config:
       json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
   @classmethod
-  def load(cls, path: str) -> "T5Config":
+  def load(cls, path: str) -> T5Config:
     with open(path) as f:
       return cls.from_dict(json.load(f), source=path)
 

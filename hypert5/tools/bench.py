@@ -4,7 +4,7 @@
       [--steps=N] [--mesh_shape=4,2 --mesh_axes=data,model] [--compare_hf] [--gemm_floor]
   python -m hypert5.bench --config=configs/NAME.py[:ARG] [--config.KEY=VALUE ...]
 
-The step timed is `hypert5.trainer_setup.setup_train(config).step`, the one
+The step timed is `training.trainer_setup.setup_train(config).step`, the one
 `hypert5.train` builds and runs for the same config: its mesh and shardings,
 gradient clipping, accumulation, optimizer and remat policy. A preset is the
 config `configs/bench.py:PRESET,KIND` (the shapes and numerics are listed
@@ -69,6 +69,7 @@ target above `max_tokens_per_s` cannot be met on this machine with them.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import json
 import math
 import statistics
@@ -80,6 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from jax.extend import core as jax_core
+from ml_collections import config_flags
 
 from hypert5 import cli, experiment
 from hypert5.errors import BenchError
@@ -88,6 +90,8 @@ from hypert5.model import peft as peft_lib
 from hypert5.model.decoding import log_likelihood
 from hypert5.model.t5_config import T5Config
 from hypert5.training import trainer_setup
+
+FLAGS = flags.FLAGS
 
 # Dense bf16 peak TFLOP/s by a substring of jax.Device.device_kind (first match wins).
 PEAK_TFLOPS = (
@@ -420,8 +424,8 @@ def bench_plain_t5(setup, steps: int) -> dict:
 
 def bench_hf_t5(setup, steps: int) -> dict:
   """HuggingFace PyTorch T5ForConditionalGeneration, randomly initialized, same shapes."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
+  import torch  # noqa: PLC0415  (torch only for --compare_hf)
+  import transformers  # noqa: PLC0415  (torch only for --compare_hf)
   cfg: T5Config = setup.models.downstream.config
   hf_config = transformers.T5Config(
       vocab_size=cfg.vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
@@ -524,7 +528,7 @@ def _xla_gemm(b: int, m: int, k: int, n: int, layout: str):
 
 
 def _torch_gemm(b: int, m: int, k: int, n: int, layout: str):
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch  # noqa: PLC0415  (torch only for --compare_hf)
   lhs_shape, rhs_shape = _gemm_operand_shapes(b, m, k, n, layout)
   lhs, rhs = torch.randn(lhs_shape), torch.randn(rhs_shape)
   lhs = lhs.transpose(-1, -2) if layout == "tn" else lhs  # views: BLAS reads them transposed
@@ -546,11 +550,8 @@ def gemm_floor(setup, label: dict, repeats: int = 5) -> list[dict]:
   """Summed best times of the plain T5 step's matmuls, per library (see the docstring)."""
   passes = traced_dot_shapes(setup)
   libraries = {"xla": _xla_gemm}
-  try:
-    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  if importlib.util.find_spec("torch") is not None:
     libraries["torch"] = _torch_gemm
-  except ImportError:
-    pass
   tokens = token_count(setup.config, setup.models)
   lines = []
   for library, make_gemm in libraries.items():
@@ -573,7 +574,6 @@ def gemm_floor(setup, label: dict, repeats: int = 5) -> list[dict]:
 
 
 def define_flags() -> None:
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_string("preset", "tiny", "A preset of configs/bench.py: tiny, small, large, xl.")
   config_flags.DEFINE_config_file("config", None, "Time this experiment config's train step "
                                   "instead of a preset's.", lock_config=True)
@@ -668,7 +668,7 @@ def run(preset: str = "tiny", kind: str = "both", steps: int | None = None,
   for r in runs:
     try:
       train_line, trainable, frozen, batch = bench_train(r["setup"], r["label"], steps, peak)
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:  # noqa: BLE001
       if attention_impl != "auto" or r["config"].model.attention_impl != "cudnn":
         raise
       print(f"{r['source']}: cuDNN attention failed ({type(e).__name__}: {str(e)[:300]}); "
@@ -692,7 +692,6 @@ def run(preset: str = "tiny", kind: str = "both", steps: int | None = None,
 
 def main(argv):
   del argv
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
   cli.quiet_logs()
   # As given, so that each train line's command reproduces the config it timed.
   config_source = " ".join(

@@ -62,14 +62,17 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from absl import flags
 
-from hypert5 import cli
+from hypert5 import cli, experiment
 from hypert5.errors import BenchError
-from hypert5.tools import replicas
+from hypert5.tools import bench, replicas
+from hypert5.training import data
+
+FLAGS = flags.FLAGS
 
 # Mixture name -> (config file, its arg): the paper's run that trains on it.
 MIXTURES = {
@@ -128,7 +131,6 @@ def check_pipelines(names: Sequence[str]) -> list[str]:
 def config_of(mixture: str, pipeline: str = "indexed"):
   """The paper's config that trains on `mixture` (its mixture name, lengths, seed),
   reading it through `pipeline`."""
-  from hypert5 import cli  # pylint: disable=import-outside-toplevel
   path, arg = MIXTURES[mixture]
   config = cli.load_config(cli.repository_config(path), arg)
   config.data.source = SOURCE_OF[pipeline]
@@ -186,7 +188,6 @@ def required_examples_per_s(lengths: dict[str, int], kind: str, peak_flops: floa
 
   lengths: {"hyper_inputs", "inputs", "targets"} tokens of one example.
   """
-  from hypert5.tools import bench  # pylint: disable=import-outside-toplevel
   config = bench.preset_config("large", kind)  # configs/bench.py: what hypert5.bench times
   config.data.hyper_inputs_length = lengths["hyper_inputs"]
   config.data.inputs_length, config.data.targets_length = lengths["inputs"], lengths["targets"]
@@ -279,9 +280,9 @@ def serial_ceiling(mixture: str, records: int = 8192) -> dict[int, float] | None
   own Python is not counted. (The indexed pipeline runs that reader once, when it
   builds the cache.)
   """
-  import seqio  # pylint: disable=import-outside-toplevel
+  import seqio  # noqa: PLC0415  (TF: measuring process only)
 
-  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import records as records_lib  # noqa: PLC0415  (TF: measuring process only)
   provider = seqio.get_mixture_or_task(mixture)
   task = provider.tasks[0] if isinstance(provider, seqio.Mixture) else provider
   if not task.name.startswith("p3."):
@@ -312,7 +313,7 @@ def warmup_for(pipeline: str, tasks: int, batch_size: int) -> int:
   """
   if pipeline != "tfdata":
     return 2
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import forms  # noqa: PLC0415  (TF: measuring process only)
   return math.ceil(1.25 * tasks * forms.SHUFFLE_BUFFER_SIZE / batch_size)
 
 
@@ -326,7 +327,7 @@ class GrainStream:
 
   def __init__(self, stream):
     try:
-      import grain  # pylint: disable=import-outside-toplevel
+      import grain  # noqa: PLC0415  (Grain only for --pipeline=grain)
     except ImportError as e:
       raise BenchError("--pipeline=grain needs Grain: pip install grain") from e
     self.stream = stream
@@ -336,7 +337,7 @@ class GrainStream:
     self._mixed = self._mixed.shuffle(seed=stream.seed % 2**32)
 
   def batch(self, position: int, *, batch_size: int) -> dict[str, np.ndarray]:
-    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+    from hypert5_tasks import indexed  # noqa: PLC0415  (TF: measuring process only)
     pairs = [self._mixed[g] for g in range(position * batch_size, (position + 1) * batch_size)]
     tasks = np.array([t for t, _ in pairs])
     positions = np.array([p for _, p in pairs])
@@ -350,8 +351,6 @@ class GrainStream:
 
 def _batches(config, pipeline: str, features, batch_size: int, start: int):
   """The batches `pipeline` gives from position `start`."""
-  from hypert5 import experiment
-  from hypert5.training import data  # pylint: disable=import-outside-toplevel
   form = experiment.data_form(config)
   if pipeline == "grain":
     grain_stream = GrainStream(data.open_stream(config, form))
@@ -377,23 +376,22 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
   timed, and more until `min_seconds` have passed. Then, for each position of
   `resume_positions`, a fresh stream's first batch there.
   """
-  from hypert5 import experiment
-  from hypert5.training import data  # pylint: disable=import-outside-toplevel
   pipeline = pipeline or {"seqio_tfdata": "tfdata"}.get(config.data.source, "indexed")
   config = config.copy_and_resolve_references()
   config.data.source = SOURCE_OF[pipeline]
   form = experiment.data_form(config)
-  name = data.resolve_mixture(config.data.mixture, form)
+  from hypert5_tasks import forms  # noqa: PLC0415  (TF: measuring process only)
+  name = forms.resolve_mixture(config.data.mixture, form)
   tasks = restrict(name, max_tasks or sys.maxsize)
   if warmup_batches is None:
     warmup_batches = warmup_for(pipeline, tasks, batch_size)
   serial = chunk = preprocess_s = None
   if pipeline == "tfdata":
     serial = serial_ceiling(name)  # before the pipeline's threads start
-    from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+    from hypert5_tasks import records as records_lib  # noqa: PLC0415  (TF: measuring process only)
     chunk = records_lib.GENERATOR_CHUNK if serial else None
   else:
-    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
+    from hypert5_tasks import indexed  # noqa: PLC0415  (TF: measuring process only)
     start = time.perf_counter()
     planned = indexed.plan(name, config.data.split, config.data.cache_dir or None)
     if planned.missing:
@@ -419,7 +417,7 @@ def measure(config, mixture: str, *, batches: int, batch_size: int,
   resume = {}
   for position in resume_positions:
     if pipeline != "tfdata":
-      from hypert5_tasks import sampling  # pylint: disable=import-outside-toplevel
+      from hypert5_tasks import sampling  # noqa: PLC0415  (TF: measuring process only)
       sampling.permutation.cache_clear()  # nothing computed for the earlier stream is reused
     start = time.perf_counter()
     fresh = _batches(config, pipeline, features, batch_size, int(position))
@@ -492,14 +490,14 @@ def report(measurement: Measurement, out=sys.stdout) -> dict:
 def register(plan: dict[str, str]) -> None:
   """Registers the tasks and mixtures over the folders of `plan`."""
   os.environ.update(plan)  # the tasks read them when they register
-  import hypert5_tasks  # pylint: disable=import-outside-toplevel
+  import hypert5_tasks  # noqa: PLC0415  (TF: measuring process only)
   hypert5_tasks.register_all()
 
 
 def restrict(mixture: str, max_tasks: int) -> int:
   """Re-registers `mixture` over its first `max_tasks` tasks of nonzero rate, at their
   rates; returns how many tasks of nonzero rate it had (counted up to the cut)."""
-  import seqio  # pylint: disable=import-outside-toplevel
+  import seqio  # noqa: PLC0415  (TF: measuring process only)
   provider = seqio.get_mixture_or_task(mixture)
   if not isinstance(provider, seqio.Mixture):
     return 1
@@ -523,15 +521,13 @@ def _measure_here(params: dict) -> dict:
   """A measurement in this process (the child's side of `run`); with "preprocess_only",
   only the building of the example cache, timed."""
   register(params["plan"])
-  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import records as records_lib  # noqa: PLC0415  (TF: measuring process only)
   config = config_of(params["mixture"], params["pipeline"])
   if params.get("cache_dir"):
     config.data.cache_dir = params["cache_dir"]
   if params.get("preprocess_only"):
-    from hypert5 import experiment
-    from hypert5.training import data  # pylint: disable=import-outside-toplevel
-    from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
-    name = data.resolve_mixture(config.data.mixture, experiment.data_form(config))
+    from hypert5_tasks import forms, indexed  # noqa: PLC0415  (TF: measuring process only)
+    name = forms.resolve_mixture(config.data.mixture, experiment.data_form(config))
     tasks = restrict(name, params["max_tasks"] or sys.maxsize)
     start = time.perf_counter()
     planned = indexed.plan(name, config.data.split, config.data.cache_dir or None)
@@ -642,7 +638,6 @@ def run(mixtures: Sequence[str], *, replica_dir: str | None, pipelines: Sequence
 
 
 def define_flags():
-  from absl import flags  # pylint: disable=import-outside-toplevel
   flags.DEFINE_list("mixture", list(DEFAULT_MIXTURES),
                     f"Training mixtures to measure: {', '.join(MIXTURES)}.")
   flags.DEFINE_list("pipeline", list(DEFAULT_PIPELINES),
@@ -678,7 +673,6 @@ def define_flags():
 
 def main(argv):
   del argv
-  FLAGS = flags.FLAGS  # noqa: N806
   if FLAGS.child:
     _measure_here(json.loads(FLAGS.child))
     return

@@ -37,8 +37,14 @@ import math
 import os
 import re
 import sys
+import time
+
+from absl import flags
+from ml_collections import config_flags
 
 from hypert5.errors import ConfigError
+
+FLAGS = flags.FLAGS
 
 GIB = 2 ** 30
 # T5Config fields --size leaves as the config has them.
@@ -80,7 +86,7 @@ def use_fake_devices(count: int) -> None:
 
 def apply_size(config, size: str) -> None:
   """config.model <- the architecture of T5 size `size`, keeping KEPT_BY_SIZE."""
-  from hypert5.model.t5_config import get_size  # pylint: disable=import-outside-toplevel
+  from hypert5.model.t5_config import get_size  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   for key, value in get_size(size).to_dict().items():
     if key not in KEPT_BY_SIZE:
       config.model[key] = value
@@ -88,13 +94,13 @@ def apply_size(config, size: str) -> None:
 
 def shard_bytes(abstract, shardings) -> int:
   """Bytes one device holds of a tree of ShapeDtypeStructs under `shardings`."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   return int(sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                  for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))))
 
 
 def total_bytes(abstract) -> int:
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   return int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract)))
 
 
@@ -105,9 +111,8 @@ def plan(config) -> dict:
   runs, lowered against the abstract arguments of the set-up (the shapes,
   dtypes and shardings train passes it).
   """
-  import time  # pylint: disable=import-outside-toplevel
 
-  from hypert5.training import trainer_setup  # pylint: disable=import-outside-toplevel
+  from hypert5.training import trainer_setup  # noqa: PLC0415  (JAX starts after the fake devices are set up)
 
   setup = trainer_setup.setup_train(config)  # every mesh and batch check, before compiling
   start = time.time()
@@ -118,9 +123,9 @@ def plan(config) -> dict:
 def memory_plan(setup, compiled, compile_s: float | None = None) -> dict:
   """Per-device bytes of `compiled`, a compile of `setup.step`: the shard sizes of
   its arguments and XLA's memory analysis."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
 
-  from hypert5.model import t5  # pylint: disable=import-outside-toplevel
+  from hypert5.model import t5  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   config, models, mesh = setup.config, setup.models, setup.mesh
   trainable, opt_abstract, _, frozen, batch = setup.abstract_arguments()
   memory = compiled.memory_analysis()
@@ -171,8 +176,6 @@ def format_table(result: dict) -> str:
 
 
 def define_flags() -> None:
-  from absl import flags  # pylint: disable=import-outside-toplevel
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
   config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
   flags.DEFINE_list("mesh_shape", None, "Mesh sizes, e.g. 4,2.")
   flags.DEFINE_list("mesh_axes", ["data", "model"], "Mesh axis names.")
@@ -183,10 +186,8 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
-  from absl import flags  # pylint: disable=import-outside-toplevel
 
-  from hypert5 import cli  # pylint: disable=import-outside-toplevel
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  from hypert5 import cli  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   cli.quiet_logs()
   config = FLAGS.config
   if FLAGS.size:

@@ -28,6 +28,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
 
 from hypert5 import experiment
 from hypert5.errors import (
@@ -80,10 +82,9 @@ class _Preemption:
 
   def check(self, step: int) -> bool:
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
       try:
         return multihost_utils.reached_preemption_sync_point(step) or self.requested
-      except Exception:  # no preemption service on this platform
+      except Exception:  # noqa: BLE001  (no preemption service on this platform)
         return self.requested
     return self.requested
 
@@ -113,7 +114,7 @@ def _truncate_metrics(path: str, last_step: int) -> None:
   if not os.path.exists(path):
     return
   with open(path) as f:
-    kept = [l for l in f if l.strip() and json.loads(l)["step"] <= last_step]
+    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
   with open(path + ".partial", "w") as f:
     f.writelines(kept)
   os.replace(path + ".partial", path)
@@ -135,14 +136,15 @@ def train(config, workdir: str, *, stop_after: int | None = None,
     raise ConfigError("config.eval_every: evaluation along the way runs in one process; on "
                      "several hosts evaluate the checkpoints with python -m hypert5.eval")
 
+  data.size_vocabulary(config, experiment.data_form(config))
+
   # -- Mesh, models, optimizer, abstract state and the step: the set-up that
   # hypert5.plan and hypert5.bench share (nothing allocated or compiled yet) --
   setup = trainer_setup.setup_train(config, step_cache=step_cache)
   models = setup.models
   stream = None
   if config.data.source in ("seqio", "seqio_tfdata"):  # fail now, not after initialization
-    mixture = data.check_mixture(config.data.mixture, experiment.data_form(config),
-                                 config.model.vocab_size)
+    mixture = data.check_mixture(config, experiment.data_form(config))
     if is_chief:  # TF-free tools (hypert5.adapt, hypert5.score) read it from here
       data.write_vocabulary(mixture, os.path.join(workdir, "spiece.model"))
   if config.data.source == "seqio":
@@ -168,7 +170,7 @@ def train(config, workdir: str, *, stop_after: int | None = None,
       continue
     except CheckpointError:
       raise  # another model's checkpoint: say so, do not fall back to an older one
-    except Exception as e:  # pylint: disable=broad-except  # damaged outside Orbax's save
+    except Exception as e:  # noqa: BLE001  (damaged outside Orbax's save)
       log.warning("checkpoint %d in %s cannot be restored (%s); trying an older one",
                   step, checkpointer.directory, e)
       continue
@@ -202,7 +204,7 @@ def train(config, workdir: str, *, stop_after: int | None = None,
 
   # -- Evaluation along the way (config.eval_every) ---------------------------
   def evaluate(step):
-    from hypert5.inference import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+    from hypert5.inference import evaluate as eval_lib  # noqa: PLC0415  (TF: only to evaluate)
     results, _ = eval_lib.evaluate_params(config, models, {**trainable, **frozen},
                                           progress=False)
     entry = {"step": step, "eval_average": results["average"],
@@ -348,11 +350,11 @@ def _summary_writer_class():
   when it can, only to accept torch tensors (we log floats), and that import alone
   takes seconds per process."""
   if "torch" in sys.modules or "tensorboardX" in sys.modules:
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    from tensorboardX import SummaryWriter  # noqa: PLC0415  (torch hidden, below)
     return SummaryWriter
   sys.modules["torch"] = None  # makes `import torch` raise ImportError
   try:
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+    from tensorboardX import SummaryWriter  # noqa: PLC0415  (imported with torch hidden)
   finally:
     del sys.modules["torch"]
   return SummaryWriter
@@ -369,10 +371,9 @@ class _MetricsWriter:
   """metrics.jsonl, TensorBoard events and the console progress bar (process 0)."""
 
   def __init__(self, workdir: str, config, start_step: int):
-    SummaryWriter = _summary_writer_class()  # pylint: disable=invalid-name
-    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+    summary_writer = _summary_writer_class()
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+    self.tensorboard = summary_writer(os.path.join(workdir, "tensorboard"))
     self.bar = tqdm(total=config.total_steps, initial=start_step, unit="step",
                     disable=_progress_bar_disabled(),
                     dynamic_ncols=True)

@@ -22,7 +22,8 @@ import contextlib
 import dataclasses
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -74,7 +75,7 @@ class TrainSetup:
       yield
 
   def abstract_batch(self) -> dict:
-    """{feature: ShapeDtypeStruct [batch, length]}, as `hypert5.data` yields it."""
+    """{feature: ShapeDtypeStruct [batch, length]}, as `training/data.py` yields it."""
     lengths = {"hyper": self.config.data.hyper_inputs_length,
                "encoder": self.config.data.inputs_length,
                "decoder": self.config.data.targets_length}
@@ -257,7 +258,8 @@ def initial_shared_peft(config, models, params, abstract, shardings, mesh, rules
 
 
 def make_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules):
-  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)."""
+  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable,
+  opt_state, metrics)."""
   accum = config.optimizer.grad_accum_steps
   dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
 
