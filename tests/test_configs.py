@@ -279,12 +279,12 @@ def test_bad_args_name_the_arg(name, arg, match):
 
 
 def test_demo_config_benchmark_flags_switch_every_mixture():
-  from hypert5_tasks import embedded_fewshot, embedded_icl
+  from hypert5_tasks import embedded_benchmarks, embedded_fewshot, embedded_icl
   demo = os.path.join(REPO, "configs", "demo.py")
   module = cli.load_config_module(demo)  # TF-free: it names the benchmarks, not imports them
   assert module.BENCHMARK == embedded_icl.BenchmarkConfig().name
   assert module.RULES_BENCHMARK == embedded_fewshot.BenchmarkConfig().name
-  assert module.CONTROL_BENCHMARK == embedded_fewshot.CONTROL.name
+  assert module.CONTROL_BENCHMARK == embedded_benchmarks.by_flag("control").name
   for stage in module.STAGES + ("peft_finetune",):
     plain = cli.load_config(demo, stage)
     rules, control = (cli.load_config(demo, f"{stage},{flag}") for flag in ("rules", "control"))

@@ -137,12 +137,12 @@ def test_a_workdir_of_another_benchmark_is_refused(tmp_path):
   demo.check_workdir_mode(str(tmp_path), quick, write=True)  # the same mode: fine
   with pytest.raises(errors.ConfigError, match=r"in-context benchmark \(--quick\); this run is "
                      r"of the embedded rules benchmark: pass another --workdir"):
-    demo.check_workdir_mode(str(tmp_path), demo.Mode(rules=True), write=True)
+    demo.check_workdir_mode(str(tmp_path), demo.Mode(flag="rules"), write=True)
   # A workdir from before the mode file: its downstream model's corpus tells.
   old = tmp_path / "old"
   (old / "lm").mkdir(parents=True)
   (old / "lm" / "config.json").write_text(json.dumps({"data": {"mixture": "embedded_lm_mix"}}))
-  demo.check_workdir_mode(str(old), demo.Mode(rules=True), write=False)
+  demo.check_workdir_mode(str(old), demo.Mode(flag="rules"), write=False)
   with pytest.raises(errors.ConfigError, match="pretrained on embedded_lm_mix"):
     demo.check_workdir_mode(str(old), demo.Mode(), write=True)
   assert not (old / demo.MODE_FILE).exists()
