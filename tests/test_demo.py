@@ -119,7 +119,7 @@ def test_second_worker_failures_are_errors_and_it_stops_with_the_first(tmp_path)
   # stdin closes (it stopped, whatever the way), the worker gets SIGTERM.
   started = tmp_path / "started"
   worker = demo.SecondWorker([sys.executable, "-c", (
-      "import sys, time; from hypert5 import demo; "
+      "import sys, time; from hypert5.experiments import demo; "
       "start = demo.wait_for_go_then_watch_stdin(); "
       f"open({str(started)!r}, 'w').write(repr(start)); time.sleep(300)")])
   worker.go(1234.5)
