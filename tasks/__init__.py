@@ -21,7 +21,7 @@ import importlib.util
 import os
 import sys
 
-from hypert5_tasks import caclm, embedded_fewshot, embedded_icl, lm, metaicl, p3, sni
+from hypert5_tasks import caclm, embedded_benchmarks, lm, metaicl, p3, sni
 from hypert5_tasks.feature_converter import HyperFeatureConverter
 from hypert5_tasks.forms import FORMS
 from hypert5_tasks.pipeline import get_dataset, process_shard
@@ -37,9 +37,8 @@ def register_all() -> None:
   """(Re-)registers every task and mixture, reading the environment variables now."""
   caclm.register()
   lm.register()
-  for benchmark in embedded_fewshot.BENCHMARKS.values():
-    embedded_fewshot.register(benchmark)
-  embedded_icl.register()
+  for benchmark in embedded_benchmarks.BENCHMARKS.values():
+    benchmark.register()
   p3.register()
   metaicl.register()
   sni.register()

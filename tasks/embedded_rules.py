@@ -80,9 +80,6 @@ class Rule:
     if self.family not in FAMILIES:
       raise ValueError(f"unknown rule family {self.family!r}")
 
-  def describe(self) -> str:
-    return f"{self.family}({', '.join(map(str, self.params))})"
-
   def classes(self, line: embedded_corpus.VerseLine) -> tuple[int, ...]:
     """The classes `line` can be an example of: (), (0,), (1,) or (0, 1)."""
     text = line.text

@@ -278,12 +278,21 @@ def test_bad_args_name_the_arg(name, arg, match):
 
 
 def test_demo_config_benchmark_flags_switch_every_mixture():
-  from hypert5_tasks import embedded_fewshot, embedded_icl
+  from hypert5_tasks import embedded_benchmarks, embedded_fewshot, embedded_icl
   demo = os.path.join(REPO, "configs", "demo.py")
   module = cli.load_config_module(demo)  # TF-free: it names the benchmarks, not imports them
   assert module.BENCHMARK == embedded_icl.BenchmarkConfig().name
   assert module.RULES_BENCHMARK == embedded_fewshot.BenchmarkConfig().name
-  assert module.CONTROL_BENCHMARK == embedded_fewshot.CONTROL.name
+  assert module.CONTROL_BENCHMARK == embedded_benchmarks.by_flag("control").name
+  # Each benchmark of the table under its flag, as the commands pass it.
+  assert module.BENCHMARKS == {b.flag: b.name for b in embedded_benchmarks.BENCHMARKS.values()}
+  for benchmark in embedded_benchmarks.BENCHMARKS.values():
+    flags = f",{benchmark.flag}" if benchmark.flag else ""
+    config = cli.load_config(demo, "mtf_prefix" + flags)
+    assert (config.data.mixture, config.eval.mixture) == (benchmark.train_mixture,
+                                                          benchmark.test_mixture)
+    finetune = cli.load_config(demo, "peft_finetune" + flags)
+    assert finetune.data.mixture in benchmark.heldout_task_names()
   for stage in module.STAGES + ("peft_finetune",):
     plain = cli.load_config(demo, stage)
     rules, control = (cli.load_config(demo, f"{stage},{flag}") for flag in ("rules", "control"))

@@ -7,10 +7,11 @@ Runs the paper's pipeline at toy scale (stages in configs/demo.py): pretrain a
 small downstream T5, hyperpretrain HyperT5-Prefix and HyperT5-LoRA with CACLM,
 multi-task fine-tune them and the baselines on the embedded in-context
 benchmark (tasks/embedded_icl.py; --rules: the rules benchmark, --control: its
-constant-family control), evaluating the held-out tasks along the way, then
-evaluate everything and write the results table, the learning curves and the
-plots (analogues of the paper's Table 1 and Figure 4) to the workdir. Each
-stage resumes where it stopped; a finished stage is skipped.
+constant-family control; tasks/embedded_benchmarks.py names them), evaluating
+the held-out tasks along the way, then evaluate everything and write the
+results table, the learning curves and the plots (analogues of the paper's
+Table 1 and Figure 4) to the workdir. Each stage resumes where it stopped; a
+finished stage is skipped.
 
 After the downstream model, the stages are independent but for hyperpretraining
 before MTF, so two worker processes train them side by side (make_plan says
@@ -32,6 +33,7 @@ from absl import app, flags
 from hypert5 import cli
 from hypert5.errors import ConfigError
 from hypert5.formats import checkpoints
+from hypert5_tasks import embedded, embedded_benchmarks, vocab
 
 FLAGS = flags.FLAGS
 # The jitted train steps of this process's stages: stages with the same step (the
@@ -62,40 +64,45 @@ CONTROLS = collections.OrderedDict([
 ])
 
 
+# The flags that pick another benchmark than the default: each is the `flag` of a row of
+# tasks/embedded_benchmarks.py, and the same word in configs/demo.py's arg.
+BENCHMARK_FLAGS = ("control", "rules")
+
+
+def benchmark_flag() -> str:
+  """The benchmark flag given on the command line, or "" for the default."""
+  given = [name for name in BENCHMARK_FLAGS if FLAGS[name].value]
+  if len(given) > 1:
+    raise app.UsageError(f"{' and '.join('--' + name for name in given)} name two "
+                         "benchmarks; pass one")
+  return given[0] if given else ""
+
+
 @dataclasses.dataclass(frozen=True)
 class Mode:
   quick: bool = False  # the test suite's smoke version
-  control: bool = False  # the constant-family control benchmark (configs/demo.py)
-  rules: bool = False  # the rules benchmark (embedded_fewshot) instead of the in-context one
+  flag: str = ""  # the benchmark's flag (BENCHMARK_FLAGS); "": the default
 
-  def __post_init__(self):
-    if self.control and self.rules:
-      raise app.UsageError("--control and --rules name two benchmarks; pass one")
+  @property
+  def flags(self) -> list[str]:
+    return (["quick"] if self.quick else []) + ([self.flag] if self.flag else [])
 
   @property
   def config_flags(self) -> str:
-    return ((",quick" if self.quick else "") + (",control" if self.control else "")
-            + (",rules" if self.rules else ""))
+    """What follows the stage in configs/demo.py's arg, e.g. ",quick,rules"."""
+    return "".join(f",{flag}" for flag in self.flags)
 
   @property
   def command_flags(self) -> str:
-    return ((" --quick" if self.quick else "") + (" --control" if self.control else "")
-            + (" --rules" if self.rules else ""))
+    return "".join(f" --{flag}" for flag in self.flags)
 
   @property
-  def in_context(self) -> bool:
-    """The default benchmark (embedded_icl), with its learning curves and controls."""
-    return not (self.control or self.rules)
-
-  @property
-  def benchmark_name(self) -> str:
-    if self.control:
-      return "embedded control benchmark (constant family)"
-    return "embedded rules benchmark" if self.rules else "embedded in-context benchmark"
+  def benchmark(self) -> embedded_benchmarks.Spec:
+    return embedded_benchmarks.by_flag(self.flag)
 
   @property
   def controls(self) -> tuple[str, ...]:
-    return tuple(CONTROLS) if self.in_context else ()
+    return tuple(CONTROLS) if self.benchmark.curves_and_controls else ()
 
 
 def define_flags() -> None:
@@ -234,7 +241,7 @@ def prepare(mode: Mode) -> None:
   """What a worker can do before the downstream model exists: its imports (TensorFlow,
   SeqIO and the task registry take seconds) and generating the benchmark."""
   from hypert5.inference import evaluate as _  # noqa: F401  # pylint: disable=import-outside-toplevel
-  family_of_tasks(mode)
+  mode.benchmark.generate()
 
 
 def wait_for_go_then_watch_stdin() -> float | None:
@@ -286,7 +293,6 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
   """The pretrained LM becomes a native model checkpoint (with its vocabulary)."""
   from hypert5 import experiment  # pylint: disable=import-outside-toplevel
   from hypert5.model import t5
-  from hypert5_tasks import vocab  # pylint: disable=import-outside-toplevel
   models = experiment.build_models(config)
   abstract = t5.unbox_shapes(experiment.abstract_params(models, "downstream"))
   params = checkpoints.restore_part(run_dir, "downstream", abstract)
@@ -294,16 +300,18 @@ def export_downstream(config, run_dir: str, destination: str) -> None:
                          str(vocab.EMBEDDED_VOCAB_PATH))
 
 
-def other_task(name: str, kind: str) -> str:
-  """A control's source of examples for held-out task `name`: its mirror, or a task of
-  the next family (same rule index and orientation)."""
-  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
+def other_task(name: str, kind: str, benchmark: embedded_benchmarks.Spec) -> str:
+  """A control's source of examples for held-out task `name` of `benchmark`: its mirror,
+  or the task in the same place (rule index and orientation) of the next family."""
   if kind == "mirror":
-    return name[:-1] + str(1 - int(name[-1]))
-  families = list(embedded_icl.BenchmarkConfig().families)
-  family = embedded_icl.family_of(name)
-  next_family = families[(families.index(family) + 1) % len(families)]
-  return name.replace(f".{family}_", f".{next_family}_")
+    return embedded.mirror_name(name)
+  family_of = benchmark.heldout_families()
+  of_family = collections.defaultdict(list)
+  for task, family in family_of.items():
+    of_family[family].append(task)
+  families = benchmark.families
+  next_family = families[(families.index(family_of[name]) + 1) % len(families)]
+  return of_family[next_family][of_family[family_of[name]].index(name)]
 
 
 def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
@@ -312,7 +320,7 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
   if system in CONTROLS:
     model_system, kind = CONTROLS[system]
     if kind != "instructed":
-      context_of = lambda name: other_task(name, kind)
+      context_of = lambda name: other_task(name, kind, mode.benchmark)
     stage, config_stage = SYSTEMS[model_system]
   else:
     stage, config_stage = SYSTEMS[system]
@@ -326,8 +334,7 @@ def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
     config.data.inputs_length, config.data.targets_length = (baseline.inputs_length,
                                                              baseline.targets_length)
   if kind == "instructed":
-    from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
-    config.eval.mixture = embedded_icl.instructed_mixture_name(embedded_icl.BenchmarkConfig())
+    config.eval.mixture = mode.benchmark.instructed_mixture
     # The instructed inputs are as long as the downstream model's pretraining read.
     config.data.inputs_length = stage_config("lm", seed, mode, workdir).data.inputs_length
   if mode.quick:  # a smoke test: the first two mirrored pairs of the test mixture
@@ -351,14 +358,6 @@ def results_path(system: str, seed: int, workdir: str) -> str:
 # -- Report ---------------------------------------------------------------------
 
 
-def family_of_tasks(mode: Mode) -> dict[str, str]:
-  from hypert5_tasks import embedded_fewshot, embedded_icl  # pylint: disable=import-outside-toplevel
-  if mode.in_context:
-    return {name: embedded_icl.family_of(name) for name in embedded_icl.heldout_task_names()}
-  benchmark = embedded_fewshot.CONTROL if mode.control else embedded_fewshot.BenchmarkConfig()
-  return {t.name: t.rule.family for t in embedded_fewshot.generate(benchmark).heldout_tasks}
-
-
 def heldout_task_of(task: str) -> str:
   """The held-out task a result is for: its name without form or instructed variant."""
   return task.replace("_xonly", "").replace("_concat", "").replace(".instructed_", ".")
@@ -368,7 +367,7 @@ def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict
   """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds",
   "ms_per_query"}, for the systems and then the controls."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  families = family_of_tasks(mode)
+  families = mode.benchmark.heldout_families()
   order = list(dict.fromkeys(families.values()))
   out = {}
   for system in list(SYSTEMS) + list(mode.controls):
@@ -414,7 +413,7 @@ def learning_curves(workdir: str, seeds: int, mode: Mode) -> dict[str, dict]:
   """system -> {"steps": [...], "average": [...], "families": {family: [...]}}: held-out
   accuracy along MTF (mean over seeds), read from each stage's metrics.jsonl."""
   import numpy as np  # pylint: disable=import-outside-toplevel
-  families = family_of_tasks(mode)
+  families = mode.benchmark.heldout_families()
   curves = {}
   for system in CURVE_SYSTEMS:
     by_step = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -512,7 +511,7 @@ def check_workdir_mode(workdir: str, mode: Mode, write: bool) -> None:
   """Refuses a workdir whose finished stages belong to another mode: a stage is
   skipped when its workdir is done, so they would be reused as they are."""
   path = os.path.join(workdir, MODE_FILE)
-  wanted = {"flags": mode.config_flags, "benchmark": mode.benchmark_name}
+  wanted = {"flags": mode.config_flags, "benchmark": mode.benchmark.title}
   if os.path.exists(path):
     with open(path) as f:
       found = json.load(f)
@@ -585,7 +584,7 @@ def run(workdir: str, seeds: int, mode: Mode, workers: int = 1, worker: int = 0,
                      for system in list(SYSTEMS) + list(mode.controls)}
               for seed in range(seeds)}
   summary = summarize(per_seed, mode)
-  curves = learning_curves(workdir, seeds, mode) if mode.in_context else {}
+  curves = learning_curves(workdir, seeds, mode) if mode.benchmark.curves_and_controls else {}
   report(workdir, summary, seeds, mode, time.time() - progress.start, curves)
   return summary
 
@@ -599,7 +598,7 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float,
   text = table(systems)
   num_tasks = next(iter(summary.values()))["num_tasks"]
   with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write(f"# HyperT5 on the {mode.benchmark_name} (held-out tasks)\n\n")
+    f.write(f"# HyperT5 on the {mode.benchmark.title} (held-out tasks)\n\n")
     f.write("Accuracy (%) by rank classification over each task's two answer options, per rule "
             f"family and averaged over the {num_tasks} held-out tasks; chance is 50 by "
             "construction.\n\n")
@@ -617,9 +616,9 @@ def report(workdir: str, summary: dict, seeds: int, mode: Mode, seconds: float,
   with open(os.path.join(workdir, "results.json"), "w") as f:
     json.dump({"command": command, "seconds": seconds, "systems": summary,
                "curves": curves or {}}, f, indent=2)
-  plot(systems, os.path.join(workdir, "figure.png"), mode.benchmark_name.capitalize())
+  plot(systems, os.path.join(workdir, "figure.png"), mode.benchmark.title.capitalize())
   if curves:
-    plot_curves(curves, os.path.join(workdir, "curves.png"), mode.benchmark_name.capitalize())
+    plot_curves(curves, os.path.join(workdir, "curves.png"), mode.benchmark.title.capitalize())
   print("\n" + text)
   if controls:
     print("\n" + table(controls))
@@ -635,6 +634,7 @@ def default_workers() -> int:
 
 def main(argv):
   del argv
+  mode = Mode(quick=FLAGS.quick, flag=benchmark_flag())
   if FLAGS.quick:
     cli.fast_compile_for_smoke_runs()
   workers = default_workers() if FLAGS.workers is None else FLAGS.workers
@@ -643,9 +643,7 @@ def main(argv):
   cli.quiet_logs(tag=" (worker 2)" if FLAGS.worker else "")
   from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   command = [sys.executable, "-m", "hypert5.demo", f"--workdir={FLAGS.workdir}",
-             f"--seeds={FLAGS.seeds}", f"--quick={FLAGS.quick}", f"--control={FLAGS.control}",
-             f"--rules={FLAGS.rules}", "--workers=2", "--worker=1"]
-  mode = Mode(quick=FLAGS.quick, control=FLAGS.control, rules=FLAGS.rules)
+             f"--seeds={FLAGS.seeds}", *mode.command_flags.split(), "--workers=2", "--worker=1"]
   try:
     run(FLAGS.workdir, FLAGS.seeds, mode, workers, FLAGS.worker, command)
   except (train.Preempted, WorkerPreempted) as e:

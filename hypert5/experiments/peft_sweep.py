@@ -27,13 +27,14 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from hypert5 import cli
+from hypert5.experiments import demo
+from hypert5_tasks import embedded_benchmarks
 
 FLAGS = flags.FLAGS
 INITS = ("random", "shared", "hyper")
-NUM_SHOTS = 16  # the rules and control benchmarks; the in-context one: its num_shots
 
 
 def define_flags() -> None:
@@ -51,43 +52,28 @@ def define_flags() -> None:
                     "workdir): embedded_fewshot_test.")
 
 
-def heldout_tasks(names: list[str], control: bool = False, rules: bool = False) -> list[str]:
-  """--tasks: names of held-out tasks of the embedded benchmarks, or all of one."""
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5_tasks import embedded_fewshot, embedded_icl  # pylint: disable=import-outside-toplevel
+def heldout_tasks(names: list[str], benchmark: embedded_benchmarks.Spec) -> list[str]:
+  """--tasks: names of held-out tasks of any embedded benchmark, or all of `benchmark`'s."""
   if names == ["all"]:
-    if control or rules:
-      return embedded_fewshot.heldout_task_names(
-          embedded_fewshot.CONTROL if control else embedded_fewshot.BenchmarkConfig())
-    return embedded_icl.heldout_task_names()
-  known = {n for b in embedded_fewshot.BENCHMARKS.values()
-           for n in embedded_fewshot.heldout_task_names(b)} | set(embedded_icl.heldout_task_names())
-  unknown = [n for n in names if n not in known]
+    return benchmark.heldout_task_names()
+  unknown = [n for n in names if embedded_benchmarks.of_task(n) is None]
   if unknown:
-    mixtures = " or ".join([embedded_icl.test_mixture_name(embedded_icl.BenchmarkConfig())]
-                           + list(map(embedded_fewshot.test_mixture_name,
-                                      embedded_fewshot.BENCHMARKS.values())))
+    mixtures = " or ".join(b.test_mixture for b in embedded_benchmarks.BENCHMARKS.values())
     raise ValueError(f"--tasks: {unknown} are not held-out tasks of {mixtures} "
                      "(e.g. embedded_icl.lookup_0_m0)")
   return names
 
 
-def num_shots(task: str) -> int:
-  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
-  if task.startswith(embedded_icl.NAME + "."):
-    return embedded_icl.BenchmarkConfig().num_shots
-  return NUM_SHOTS
-
-
 def write_training_examples(task: str, seed: int, path: str) -> None:
-  """num_shots(task) random examples of the task's train split as the jsonl
-  `hypert5.adapt` reads."""
+  """As many random examples of the task's train split as its few-shot sets hold, as the
+  jsonl `hypert5.adapt` reads."""
   import seqio  # pylint: disable=import-outside-toplevel
 
   from hypert5.inference import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
   lengths = {"hyper_inputs": 8, "inputs": 64, "targets": 8}  # only the strings are used
   examples = eval_lib.read_task(seqio.get_mixture_or_task(task + "_xonly"), "train", lengths, 0)
-  chosen = np.random.default_rng(seed).choice(len(examples), num_shots(task), replace=False)
+  chosen = np.random.default_rng(seed).choice(
+      len(examples), embedded_benchmarks.of_task(task).num_shots, replace=False)
   with open(path + ".partial", "w") as f:
     for i in chosen:
       f.write(json.dumps({"input": examples[i]["inputs_pretokenized"],
@@ -97,10 +83,8 @@ def write_training_examples(task: str, seed: int, path: str) -> None:
 
 def run_config(task: str, init: str, learning_rate: float, seed: int, demo_workdir: str,
                demo_seed: int, examples_path: str, quick: bool):
-  from hypert5_tasks import embedded_icl  # pylint: disable=import-outside-toplevel
-  # The rules and control benchmarks share their sizes; `task` names the mixture.
-  benchmark = "" if task.startswith(embedded_icl.NAME + ".") else ",rules"
-  config = cli.load_config(cli.repository_config("demo.py"), "peft_finetune" + (",quick" if quick else "") + benchmark)
+  mode = demo.Mode(quick=quick, flag=embedded_benchmarks.of_task(task).flag)
+  config = cli.load_config(cli.repository_config("demo.py"), "peft_finetune" + mode.config_flags)
   config.seed = seed
   config.data.mixture = config.eval.mixture = task
   config.optimizer.learning_rate = learning_rate
@@ -238,11 +222,10 @@ def main(argv):
     cli.fast_compile_for_smoke_runs()
   cli.quiet_logs()
   from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
-  if FLAGS.control and FLAGS.rules:
-    raise app.UsageError("--control and --rules name two benchmarks; pass one")
+  benchmark = embedded_benchmarks.by_flag(demo.benchmark_flag())
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:
-    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, FLAGS.control, FLAGS.rules),
+    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, benchmark),
           [float(lr) for lr in FLAGS.learning_rates], FLAGS.seeds, FLAGS.demo_seed, FLAGS.quick)
   except train.Preempted as e:
     print(f"\n{e}: the same command resumes from there", file=sys.stderr)
