@@ -104,7 +104,7 @@ def run(main: Callable[[Sequence[str]], None],
   def guarded(argv):
     try:
       main(argv)
-    except Exception as e:  # noqa: BLE001  (bugs are re-raised below)
+    except Exception as e:
       message = user_error_message(e)
       if message is None:
         raise

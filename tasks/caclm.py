@@ -31,6 +31,7 @@ import functools
 
 import seqio
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from hypert5_tasks import embedded_corpus, forms, locations, sources
 from hypert5_tasks import vocab as vocab_lib
@@ -140,7 +141,6 @@ def c4_reader(root: str | None):
   """Reader of TFDS c4/en:3.1.0 under `root`; each host opens only its shard's files."""
 
   def read(split: str, shuffle: bool, seed: int | None, shard: sources.Shard):
-    import tensorflow_datasets as tfds  # noqa: PLC0415  (TFDS takes seconds to import; only C4 needs it)
 
     version_dir = f"{root}/c4/en/3.1.0" if root else None
     if version_dir is None or not tf.io.gfile.isdir(version_dir):

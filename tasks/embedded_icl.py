@@ -264,7 +264,8 @@ def _draw_rule(family: str, pools: Pools, rng: np.random.Generator) -> Rule:
     first = int(rng.integers(2))
     return Rule(family, (first, 1 - first) + ((pools.facts,) if family == "attribute" else ()))
   if family == "lookup":
-    keys, values = _distinct(pools.keys, LOOKUP_KEYS, rng), _distinct(pools.values, LOOKUP_KEYS, rng)
+    keys = _distinct(pools.keys, LOOKUP_KEYS, rng)
+    values = _distinct(pools.values, LOOKUP_KEYS, rng)
     return Rule(family, tuple(zip(keys, values)))
   raise ValueError(f"unknown family {family!r}; families: {', '.join(ALL_FAMILIES)}")
 
@@ -274,7 +275,8 @@ def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
   if rule.family == "lookup":
     return (rule.params[rng.integers(LOOKUP_KEYS)][0],)
   if rule.family == "pick":
-    pair = (pools.keys[rng.integers(len(pools.keys))], pools.values[rng.integers(len(pools.values))])
+    pair = (pools.keys[rng.integers(len(pools.keys))],
+            pools.values[rng.integers(len(pools.values))])
     return pair if rng.integers(2) else pair[::-1]
   if rule.family == "select":
     return tuple(_distinct(pools.keys, 2, rng))

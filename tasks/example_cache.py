@@ -63,7 +63,6 @@ from absl import logging
 from safetensors.numpy import save_file
 
 from hypert5.errors import DataError
-from hypert5.text import prompts
 from hypert5_tasks import fewshot
 from hypert5_tasks import records as records_lib
 
@@ -451,7 +450,7 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
       raise
     except (ValueError, OSError, KeyError) as e:
       raise DataError(f"{what}: {e}") from e
-    except Exception as e:  # TensorFlow wraps the reader's errors  # noqa: BLE001
+    except Exception as e:  # TensorFlow wraps the reader's errors
       message = getattr(e, "message", None) or str(e)
       raise DataError(f"{what}: {type(e).__name__}: {message.strip().splitlines()[-1]}") from e
     metadata.update(identity=spec.identity, data_files=files, task=spec.task.name,

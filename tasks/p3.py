@@ -55,6 +55,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import seqio
 from absl import logging
+from tensorflow.core.example import example_pb2
 
 from hypert5.text import metrics, prompts
 from hypert5_tasks import fewshot, forms, locations, scoring, sources
@@ -169,7 +170,6 @@ def _tfrecord_payloads(path: str) -> Iterator[bytes]:
 
 
 def _parse_example(payload: bytes) -> dict:
-  from tensorflow.core.example import example_pb2  # noqa: PLC0415  (the TFRecord reader only for the older P3 layout)
 
   row = {}
   for key, feature in example_pb2.Example.FromString(payload).features.feature.items():

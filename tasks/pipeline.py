@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import jax
 import seqio
 import tensorflow as tf
 
@@ -36,7 +37,6 @@ from hypert5_tasks import forms
 
 def process_shard() -> tuple[int, int]:
   """(shard_index, num_shards) of this JAX process."""
-  import jax  # noqa: PLC0415  (JAX only to find this host's shard)
   return jax.process_index(), jax.process_count()
 
 

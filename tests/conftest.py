@@ -5,12 +5,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests measure numerics, not speed: compile as --quick runs do (XLA's backend
 # optimizations off, the faster-compiling emitters). Set before JAX starts.
-from hypert5 import cli  # noqa: E402  # imports nothing heavy
+from hypert5 import cli  # imports nothing heavy
 
 cli.fast_compile_for_smoke_runs()
 # Many tests (and the train/eval subprocesses they start) compile the same
 # programs: share JAX's persistent compilation cache between them.
-import tempfile  # noqa: E402
+import tempfile
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "hypert5-test-compilation-cache"))
@@ -127,7 +127,7 @@ def _forward(model, params, encoder_tokens, decoder_input_tokens, rngs=None, **k
 
 
 # Jitted model call for tests: one compilation instead of slow op-by-op dispatch.
-import jax  # noqa: E402
+import jax
 
 forward = jax.jit(_forward, static_argnums=0, static_argnames=("deterministic",))
 

@@ -136,8 +136,8 @@ def test_per_example_phi_equals_each_example_alone(peft):
   model = t5.T5(cfg, peft)
   together = forward(model, params, enc, dec, phi=phi)
   for i in range(3):
-    alone = forward(model, params, enc[i:i + 1], dec[i:i + 1],
-                    phi=jax.tree.map(lambda x: x[i:i + 1], phi))
+    row_phi = jax.tree.map(lambda x, i=i: x[i:i + 1], phi)
+    alone = forward(model, params, enc[i:i + 1], dec[i:i + 1], phi=row_phi)
     np.testing.assert_allclose(together[i], alone[0], atol=2e-5)
   # One phi broadcast over the batch equals that phi tiled.
   one = jax.tree.map(lambda x: x[1:2], phi)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import seqio
 
-import hypert5_tasks  # noqa: F401  (registers the tasks)
+import hypert5_tasks
 from hypert5_tasks import embedded
 from hypert5_tasks import embedded_icl as icl
 
@@ -58,7 +58,7 @@ def test_pools_are_single_pieces_and_disjoint(bench):
   # A key's attributes are values of its own split, the left one of the first mark,
   # the right one of the second: which attribute a word is shows in its form.
   for pools in (train, heldout):
-    for key, (left, right) in pools.facts:
+    for _, (left, right) in pools.facts:
       assert {left, right} <= set(pools.values)
       assert (icl.value_class(left), icl.value_class(right)) == (0, 1)
 

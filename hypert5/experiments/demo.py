@@ -25,14 +25,23 @@ import collections
 import dataclasses
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 from absl import app, flags
 
-from hypert5 import cli
+from hypert5 import cli, experiment
 from hypert5.errors import ConfigError
 from hypert5.formats import checkpoints
+from hypert5.inference import evaluate as eval_lib
+from hypert5.model import t5
+from hypert5.training import loop as train
 from hypert5_tasks import embedded, embedded_benchmarks, vocab
 
 FLAGS = flags.FLAGS
@@ -130,7 +139,6 @@ class Job:
   worker: int = 0  # 0: the demo's own process; 1: the second worker (SecondWorker)
 
   def done(self, workdir: str) -> bool:
-    from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
     if self.stage is not None:
       return train.is_finished(stage_dir(self.stage, self.seed, workdir))
     return all(os.path.exists(results_path(system, self.seed, workdir))
@@ -147,8 +155,9 @@ SECOND_WORKER_STAGES = ("hyperpretrain_lora", "mtf_lora", "shared_lora", "t5_mtf
 def make_plan(seeds: int, mode: Mode, workers: int) -> list[Job]:
   """Every job in the order the workers run theirs: the downstream model first (every
   other stage starts from it), then each seed's stages, then each seed's evaluations."""
-  stages = cli.load_config_module(cli.repository_config("demo.py")).STAGES
-  steps = {s: cli.load_config(cli.repository_config("demo.py"), s + mode.config_flags).total_steps for s in stages}
+  config_file = cli.repository_config("demo.py")
+  stages = cli.load_config_module(config_file).STAGES
+  steps = {s: cli.load_config(config_file, s + mode.config_flags).total_steps for s in stages}
   worker_of = lambda stage: int(workers == 2 and stage in SECOND_WORKER_STAGES)
   plan = [Job("pretrain the downstream T5", steps["lm"], 0, stage="lm")]
   for seed in range(seeds):
@@ -202,7 +211,6 @@ class SecondWorker:
   whatever way this process ends, the worker does not run on alone."""
 
   def __init__(self, command: list[str]):
-    import subprocess  # pylint: disable=import-outside-toplevel
     env = dict(os.environ, HYPERT5_PROGRESS="0")
     self.process = subprocess.Popen(command, stdin=subprocess.PIPE, env=env, text=True)
 
@@ -240,7 +248,6 @@ class WorkerFailed(Exception):
 def prepare(mode: Mode) -> None:
   """What a worker can do before the downstream model exists: its imports (TensorFlow,
   SeqIO and the task registry take seconds) and generating the benchmark."""
-  from hypert5.inference import evaluate as _  # noqa: F401  # pylint: disable=import-outside-toplevel
   mode.benchmark.generate()
 
 
@@ -248,8 +255,6 @@ def wait_for_go_then_watch_stdin() -> float | None:
   """Worker 2: blocks until the first worker says go (returns the demo's start time) or
   has gone (None). Then a thread watches stdin: when it closes, SIGTERM (the train loop
   saves and exits)."""
-  import signal  # pylint: disable=import-outside-toplevel
-  import threading  # pylint: disable=import-outside-toplevel
   line = sys.stdin.readline().split()
   if len(line) != 2 or line[0] != "go":
     return None
@@ -276,7 +281,6 @@ def stage_config(stage: str, seed: int, mode: Mode, workdir: str):
 
 def run_stage(stage: str, seed: int, mode: Mode, workdir: str) -> None:
   """Trains one stage (resuming if interrupted); the LM stage also exports the model."""
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   config = stage_config(stage, seed, mode, workdir)
   run_dir = stage_dir(stage, seed, workdir)
   train.train_to_completion(config, run_dir, step_cache=STEP_CACHE)
@@ -291,8 +295,6 @@ def stage_dir(stage: str, seed: int, workdir: str) -> str:
 
 def export_downstream(config, run_dir: str, destination: str) -> None:
   """The pretrained LM becomes a native model checkpoint (with its vocabulary)."""
-  from hypert5 import experiment  # pylint: disable=import-outside-toplevel
-  from hypert5.model import t5
   models = experiment.build_models(config)
   abstract = t5.unbox_shapes(experiment.abstract_params(models, "downstream"))
   params = checkpoints.restore_part(run_dir, "downstream", abstract)
@@ -315,7 +317,6 @@ def other_task(name: str, kind: str, benchmark: embedded_benchmarks.Spec) -> str
 
 
 def evaluate_system(system: str, seed: int, mode: Mode, workdir: str) -> dict:
-  from hypert5.inference import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
   context_of, kind = None, None
   if system in CONTROLS:
     model_system, kind = CONTROLS[system]
@@ -366,7 +367,6 @@ def heldout_task_of(task: str) -> str:
 def summarize(per_seed: dict[int, dict[str, dict]], mode: Mode = Mode()) -> dict[str, dict]:
   """system -> {"families": {family: mean acc}, "average", "std" (over seeds), "seeds",
   "ms_per_query"}, for the systems and then the controls."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   families = mode.benchmark.heldout_families()
   order = list(dict.fromkeys(families.values()))
   out = {}
@@ -412,7 +412,6 @@ CURVE_SYSTEMS = ("Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot", "H
 def learning_curves(workdir: str, seeds: int, mode: Mode) -> dict[str, dict]:
   """system -> {"steps": [...], "average": [...], "families": {family: [...]}}: held-out
   accuracy along MTF (mean over seeds), read from each stage's metrics.jsonl."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   families = mode.benchmark.heldout_families()
   curves = {}
   for system in CURVE_SYSTEMS:
@@ -459,9 +458,7 @@ def curves_table(curves: dict[str, dict]) -> str:
 
 def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
   """Held-out accuracy against MTF steps: the average, then each family."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   families = list(next(iter(curves.values()))["families"])
   panels = ["average"] + families
   fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True)
@@ -484,9 +481,7 @@ def plot_curves(curves: dict[str, dict], path: str, title: str) -> None:
 
 def plot(summary: dict[str, dict], path: str, title: str = "Embedded few-shot benchmark") -> None:
   """Figure 4 analogue: held-out accuracy of every system (mean and spread over seeds)."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   names = list(summary)
   means = [summary[n]["average"] for n in names]
   stds = [summary[n]["std"] for n in names]
@@ -521,7 +516,8 @@ def check_workdir_mode(workdir: str, mode: Mode, write: bool) -> None:
     if os.path.exists(lm_config):
       with open(lm_config) as f:
         lm_mixture = json.load(f)["data"]["mixture"]
-      expected = cli.load_config(cli.repository_config("demo.py"), "lm" + mode.config_flags).data.mixture
+      expected = cli.load_config(cli.repository_config("demo.py"),
+                                 "lm" + mode.config_flags).data.mixture
       if lm_mixture != expected:
         found = {"flags": "?", "benchmark": f"another benchmark (pretrained on {lm_mixture})"}
   if found is not None and found["flags"] != wanted["flags"]:
@@ -641,7 +637,6 @@ def main(argv):
   if workers not in (1, 2):
     raise app.UsageError(f"--workers={workers}: the demo runs 1 or 2 workers")
   cli.quiet_logs(tag=" (worker 2)" if FLAGS.worker else "")
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   command = [sys.executable, "-m", "hypert5.demo", f"--workdir={FLAGS.workdir}",
              f"--seeds={FLAGS.seeds}", *mode.command_flags.split(), "--workers=2", "--worker=1"]
   try:

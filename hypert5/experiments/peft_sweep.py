@@ -26,11 +26,16 @@ import json
 import os
 import sys
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+import seqio
 from absl import flags
 
 from hypert5 import cli
 from hypert5.experiments import demo
+from hypert5.inference import evaluate as eval_lib
+from hypert5.training import loop as train
 from hypert5_tasks import embedded_benchmarks
 
 FLAGS = flags.FLAGS
@@ -67,9 +72,7 @@ def heldout_tasks(names: list[str], benchmark: embedded_benchmarks.Spec) -> list
 def write_training_examples(task: str, seed: int, path: str) -> None:
   """As many random examples of the task's train split as its few-shot sets hold, as the
   jsonl `hypert5.adapt` reads."""
-  import seqio  # pylint: disable=import-outside-toplevel
 
-  from hypert5.inference import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
   lengths = {"hyper_inputs": 8, "inputs": 64, "targets": 8}  # only the strings are used
   examples = eval_lib.read_task(seqio.get_mixture_or_task(task + "_xonly"), "train", lengths, 0)
   chosen = np.random.default_rng(seed).choice(
@@ -109,7 +112,6 @@ def eval_curve(run_dir: str) -> dict[int, float]:
 
 
 def run_one(config, run_dir: str) -> dict[int, float]:
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   train.train_to_completion(config, run_dir)
   return eval_curve(run_dir)
 
@@ -151,9 +153,7 @@ def average_curves(best: dict, tasks: list[str]) -> dict[str, dict[int, float]]:
 
 
 def plot(curves: dict[str, dict[int, float]], path: str) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(6, 4))
   for init, curve in curves.items():
     steps = sorted(curve)
@@ -173,7 +173,6 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
           seeds: int, demo_seed: int = 0, quick: bool = False) -> dict:
   """Runs (or reuses) every fine-tuning run, then writes Table 6 and Figure 5."""
   demo_workdir, workdir = os.path.abspath(demo_workdir), os.path.abspath(workdir)
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   for needed in ("downstream", f"seed{demo_seed}/shared_prefix/{train.FINISHED_MARKER}",
                  f"seed{demo_seed}/mtf_prefix/{train.FINISHED_MARKER}"):
     if not os.path.exists(os.path.join(demo_workdir, needed)):
@@ -221,7 +220,6 @@ def main(argv):
   if FLAGS.quick:
     cli.fast_compile_for_smoke_runs()
   cli.quiet_logs()
-  from hypert5.training import loop as train  # pylint: disable=import-outside-toplevel
   benchmark = embedded_benchmarks.by_flag(demo.benchmark_flag())
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
   try:

@@ -180,7 +180,7 @@ def item_tree_metadata(path: str):
   """The saved tree of one item folder (shapes and dtypes), without reading arrays."""
   try:
     saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path))
-  except Exception as e:  # noqa: BLE001
+  except Exception as e:
     raise DamagedCheckpoint(f"{path}: unreadable metadata ({e})") from e
   tree = getattr(saved, "tree", saved)
   if not tree:

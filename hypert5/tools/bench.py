@@ -668,7 +668,7 @@ def run(preset: str = "tiny", kind: str = "both", steps: int | None = None,
   for r in runs:
     try:
       train_line, trainable, frozen, batch = bench_train(r["setup"], r["label"], steps, peak)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
       if attention_impl != "auto" or r["config"].model.attention_impl != "cudnn":
         raise
       print(f"{r['source']}: cuDNN attention failed ({type(e).__name__}: {str(e)[:300]}); "

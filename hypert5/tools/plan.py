@@ -1,4 +1,5 @@
-"""Per-device memory of a train step on a mesh, from an ahead-of-time compile on fake CPU devices.
+"""Per-device memory of a train step on a mesh, from an ahead-of-time compile on fake
+CPU devices.
 
   python -m hypert5.plan --config=configs/NAME.py[:ARG] --mesh_shape=DATA,MODEL
       [--mesh_axes=data,model] [--devices=N] [--size=xl] [--config.KEY=VALUE ...]
@@ -9,8 +10,8 @@ e.g. HyperT5-Prefix at T5-XL on 8 devices, 4-way data and 2-way tensor parallel:
       --config.batch_size=32 --config.data.hyper_inputs_length=1024 \
       --config.data.inputs_length=256 --config.data.targets_length=128
 
-It starts N = prod(mesh_shape) fake CPU devices (XLA_FLAGS, set before JAX is
-imported), builds the experiment with `hypert5.train`'s own set-up
+It starts N = prod(mesh_shape) fake CPU devices (XLA_FLAGS, set before JAX
+creates its backend), builds the experiment with `hypert5.train`'s own set-up
 (`trainer_setup.setup_train`: mesh, models, shardings, optimizer, the jitted
 step), lowers and compiles that step against abstract arguments carrying their
 shardings (nothing is allocated, so T5-XXL plans on a laptop), and prints
@@ -24,7 +25,7 @@ per-device bytes:
 
 The temporaries are what XLA's CPU backend plans; an accelerator's compiler
 fuses and schedules differently, so take them as an estimate. `--size` takes
-the architecture (and dropout) of a T5 size from `hypert5.t5_config.SIZES`,
+the architecture (and dropout) of a T5 size from `model/t5_config.py`'s SIZES,
 keeping the config's vocabulary and numerics (dtype, scan_layers,
 remat_policy, attention_impl). Any config key can be overridden with
 --config.KEY=VALUE (batch_size, data.hyper_inputs_length, peft.kind, ...).
@@ -39,10 +40,15 @@ import re
 import sys
 import time
 
+import jax
 from absl import flags
 from ml_collections import config_flags
 
+from hypert5 import cli
 from hypert5.errors import ConfigError
+from hypert5.model import t5
+from hypert5.model.t5_config import get_size
+from hypert5.training import trainer_setup
 
 FLAGS = flags.FLAGS
 
@@ -75,18 +81,16 @@ def fake_device_count(argv) -> int:
 
 
 def use_fake_devices(count: int) -> None:
-  """N host-platform devices; must run before JAX is imported."""
-  if "jax" in sys.modules:
-    raise RuntimeError("hypert5.plan must set XLA_FLAGS before JAX is imported")
+  """N host-platform devices: before JAX creates its backend (on first use, not on
+  import), which reads XLA_FLAGS and the platform then."""
   flags_ = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
                   os.environ.get("XLA_FLAGS", ""))
   os.environ["XLA_FLAGS"] = f"{flags_} --xla_force_host_platform_device_count={count}".strip()
-  os.environ["JAX_PLATFORMS"] = "cpu"
+  jax.config.update("jax_platforms", "cpu")
 
 
 def apply_size(config, size: str) -> None:
   """config.model <- the architecture of T5 size `size`, keeping KEPT_BY_SIZE."""
-  from hypert5.model.t5_config import get_size  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   for key, value in get_size(size).to_dict().items():
     if key not in KEPT_BY_SIZE:
       config.model[key] = value
@@ -94,13 +98,11 @@ def apply_size(config, size: str) -> None:
 
 def shard_bytes(abstract, shardings) -> int:
   """Bytes one device holds of a tree of ShapeDtypeStructs under `shardings`."""
-  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   return int(sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                  for x, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings))))
 
 
 def total_bytes(abstract) -> int:
-  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   return int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(abstract)))
 
 
@@ -112,7 +114,6 @@ def plan(config) -> dict:
   dtypes and shardings train passes it).
   """
 
-  from hypert5.training import trainer_setup  # noqa: PLC0415  (JAX starts after the fake devices are set up)
 
   setup = trainer_setup.setup_train(config)  # every mesh and batch check, before compiling
   start = time.time()
@@ -123,9 +124,7 @@ def plan(config) -> dict:
 def memory_plan(setup, compiled, compile_s: float | None = None) -> dict:
   """Per-device bytes of `compiled`, a compile of `setup.step`: the shard sizes of
   its arguments and XLA's memory analysis."""
-  import jax  # noqa: PLC0415  (JAX starts after the fake devices are set up)
 
-  from hypert5.model import t5  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   config, models, mesh = setup.config, setup.models, setup.mesh
   trainable, opt_abstract, _, frozen, batch = setup.abstract_arguments()
   memory = compiled.memory_analysis()
@@ -187,7 +186,6 @@ def define_flags() -> None:
 def main(argv):
   del argv
 
-  from hypert5 import cli  # noqa: PLC0415  (JAX starts after the fake devices are set up)
   cli.quiet_logs()
   config = FLAGS.config
   if FLAGS.size:
@@ -207,9 +205,9 @@ def main(argv):
 
 
 def run_command() -> None:
-  """`python -m hypert5.plan`: fake devices first (before JAX starts), then the plan."""
+  """`python -m hypert5.plan`: fake devices first (read when JAX first creates its
+  backend, after the imports), then the plan."""
   use_fake_devices(fake_device_count(sys.argv[1:]))
-  from hypert5 import cli  # noqa: PLC0415  (after the fake devices are set up)
   cli.run(main, define_flags)
 
 
