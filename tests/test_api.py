@@ -221,3 +221,16 @@ def test_a_second_call_of_the_same_size_does_not_compile_again(tiny_hyper_run):
   finally:
     monitoring.unregister_event_duration_listener(listener)
   assert len([e for e in compiled if e.endswith("backend_compile_duration")]) == 1, compiled
+
+
+def test_saving_onto_an_existing_adapter_is_refused_unless_overwrite(tmp_path, tiny_hyper_run):
+  run = hypert5.load(tiny_hyper_run)
+  first, second = run.phi([("a b", "c")]), run.phi([("d e", "f")])
+  target = tmp_path / "adapter"
+  run.save_adapter(first, str(target))
+  with pytest.raises(errors.AdapterError, match=f"{target}: already exists"):
+    run.save_adapter(second, str(target))
+  np.testing.assert_array_equal(run.load_adapter(str(target))["prefix"], first["prefix"])
+  run.save_adapter(second, str(target), overwrite=True)
+  np.testing.assert_array_equal(run.load_adapter(str(target))["prefix"], second["prefix"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # nothing left beside it

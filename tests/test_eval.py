@@ -160,6 +160,7 @@ def test_unknown_mixture_and_mismatched_checkpoint_are_clear_errors(tmp_path, ti
                     f"--output={out}", "--config.eval.mixture=embedded_fewshot_tset")
   assert result.returncode == 1
   assert "unknown mixture 'embedded_fewshot_tset'" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1  # one line: no traceback, no TF noise
   assert "embedded_fewshot_test" in result.stderr and not out.exists()
   result = run_eval(f"--config={TINY_CONFIG}", f"--checkpoint={tiny_hyper_run}",
                     f"--output={out}", "--config.model.d_ff=96")

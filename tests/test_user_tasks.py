@@ -107,6 +107,15 @@ def test_readme_your_own_tasks_runs_as_written(tmp_path):
                  "predictions.jsonl").read_text().splitlines()
   assert len(predictions) == 12
   assert {json.loads(p)["prediction"] for p in predictions[:6]} <= {"good", "bad"}
+  # How many few-shot examples the hypermodel's input held, per task.
+  for fit in results["context_fit"].values():
+    assert 1 <= fit["examples_kept"] <= fit["examples_given"] <= 16
+  assert set(results["context_fit"]) == set(tasks)
+  # A model trained from scratch gets the vocabulary's size (2,100 ids -> 2,176), not T5's.
+  config = json.loads((tmp_path / "runs" / "my_tasks" / "config.json").read_text())
+  assert config["model"]["vocab_size"] == 2176
+  # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) stay out of the commands' output.
+  assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
 
 
 def _register(tmp_path, name, **kwargs):
