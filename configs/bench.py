@@ -7,7 +7,7 @@ times, for each KIND it is asked for, the train step of
   python -m hypert5.train --config=configs/bench.py:large,prefix \
       --workdir=runs/bench_large_prefix
 
-(both go through `hypert5.trainer_setup.setup_train`), on synthetic batches of
+(both go through `hypert5.training.trainer_setup.setup_train`), on synthetic batches of
 these shapes (`data.source=synthetic`; pass --config.data.source=seqio and
 --config.data.mixture=NAME to train on real data).
 
@@ -26,9 +26,9 @@ runs on GPUs only: elsewhere add --config.model.attention_impl=xla
 (`hypert5.bench` does, and prints the train command it timed).
 """
 
-from hypert5 import paper
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.experiments import paper
+from hypert5.model.t5_config import get_size
 
 DEFAULT_ARG = "tiny,prefix"
 KINDS = ("prefix", "lora", "t5")

@@ -28,7 +28,7 @@ or hypermodel init (section 6), which `python -m hypert5.peft_sweep` runs:
 """
 
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.model.t5_config import get_size
 
 STAGES = ("lm", "hyperpretrain_prefix", "hyperpretrain_lora", "mtf_prefix", "mtf_lora",
           "mtf_prefix_nohp", "shared_prefix", "shared_lora", "t5_mtf", "t5_mtf_fewshot")
@@ -36,10 +36,14 @@ FINETUNE = "peft_finetune"  # not a stage of the demo: hypert5.peft_sweep runs i
 SHOTS_LENGTH = 160  # about 6 of the rules benchmark's few-shot examples
 ICL_SHOTS_LENGTH = 96  # the in-context benchmark's 8 shots (at most 11 tokens each) and EOS
 
-BENCHMARK = "embedded_icl"  # embedded_icl.BenchmarkConfig().name: the default
-RULES_BENCHMARK = "embedded_fewshot"  # ',rules': embedded_fewshot.BenchmarkConfig().name
-CONTROL_BENCHMARK = "embedded_constant"  # ',control': embedded_fewshot.CONTROL.name
-FLAGS = {"quick", "control", "rules"}
+# The embedded benchmarks by the flag that picks them: the names and flags of the rows of
+# tasks/embedded_benchmarks.py, spelled out so that this file loads without TensorFlow
+# (tests/test_configs.py checks that the two agree).
+BENCHMARK = "embedded_icl"  # the default
+RULES_BENCHMARK = "embedded_fewshot"
+CONTROL_BENCHMARK = "embedded_constant"
+BENCHMARKS = {"": BENCHMARK, "rules": RULES_BENCHMARK, "control": CONTROL_BENCHMARK}
+FLAGS = {"quick"} | (set(BENCHMARKS) - {""})
 
 # The in-context benchmark's stages, sized from the transitions measured in
 # docs/demo.md ("Where the transitions are"): the downstream model's instructed
@@ -95,10 +99,10 @@ def finetune_config(c, quick: bool, benchmark: str):
 
 
 def benchmark_of(flags) -> str:
-  if "control" in flags and "rules" in flags:
-    raise ValueError("demo config flags control and rules name two benchmarks; pass one")
-  return (CONTROL_BENCHMARK if "control" in flags else RULES_BENCHMARK if "rules" in flags
-          else BENCHMARK)
+  chosen = [flag for flag in flags if flag in BENCHMARKS]
+  if len(chosen) > 1:
+    raise ValueError(f"demo config flags {' and '.join(chosen)} name two benchmarks; pass one")
+  return BENCHMARKS[chosen[0] if chosen else ""]
 
 
 def icl_config(c, stage: str, quick: bool):

@@ -21,7 +21,7 @@ runlocal: python -m hypert5.train --config=configs/hyper_plus.py:p3,lora,runloca
     --workdir=/tmp/hyper_plus_runlocal [--config.data.source=synthetic]
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "p3,prefix,large"
 

@@ -13,7 +13,7 @@ arg: KIND,SCALE   KIND: prefix | lora   SCALE: large | xl | runlocal
 
 Needs C4 (TFDS c4/en:3.1.0 under $TFDS_DATA_DIR), T5's vocabulary
 ($HYPERT5_VOCAB) and the converted downstream model at
-checkpoints/t5-v1_1-lm-adapt-{large,xl} (see hypert5/paper.py for the
+checkpoints/t5-v1_1-lm-adapt-{large,xl} (see hypert5/experiments/paper.py for the
 `python -m hypert5.convert` command; or --config.init.downstream_checkpoint=DIR).
 The workdirs above are where configs/hypert5_mtf.py and configs/hyper_plus.py
 look for the hyperpretrained hypermodel (init.hyper_checkpoint).
@@ -31,7 +31,7 @@ runlocal: a tiny T5 with T5's vocabulary, random init, batch 8, 10 steps (add
       --workdir=/tmp/hyperpretrain_runlocal
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "prefix,large"
 

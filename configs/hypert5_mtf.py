@@ -10,7 +10,8 @@ arg: BENCHMARK,KIND,SCALE[,nohp]
   BENCHMARK: p3 | metaicl_hr_to_lr | metaicl_non_nli_to_nli | metaicl_non_class_to_class
              | sni_def | sni_def_pos2
              | custom: your own mixture, --config.data.mixture=NAME_train (evaluated
-               on NAME_test; README "Your own tasks")
+               on NAME_test; README "Your own tasks"); with runlocal the model's
+               vocabulary is sized from the mixture's (model.vocab_size=0)
   KIND: prefix | lora        SCALE: large | xl | runlocal
   nohp: no hyperpretraining (the hypermodel starts as a copy of the downstream
         T5; the section 5.5 ablation)
@@ -38,7 +39,7 @@ benchmark's data must be present, or add --config.data.source=synthetic):
       --workdir=/tmp/hypert5_mtf_runlocal
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "p3,prefix,large"
 CUSTOM = "custom"
@@ -56,6 +57,8 @@ def get_config(arg=None):
     # (--config.data.mixture; hypert5.eval then reads its _test twin).
     paper.set_benchmark(c, "p3")
     c.data.mixture = c.eval.mixture = ""
+    if not c.init.downstream_checkpoint:  # runlocal: sized from the user's vocabulary
+      c.model.vocab_size = 0
   else:
     paper.set_benchmark(c, a["benchmark"])
   paper.set_hyperpretrained(c, a["kind"], a["scale"], hyperpretrained=not a["nohp"])

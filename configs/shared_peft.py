@@ -20,7 +20,7 @@ runlocal: python -m hypert5.train --config=configs/shared_peft.py:p3,prefix,runl
     --workdir=/tmp/shared_peft_runlocal [--config.data.source=synthetic]
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "p3,prefix,large"
 

@@ -27,7 +27,7 @@ runlocal: python -m hypert5.train --config=configs/t5_mtf.py:p3,runlocal,fewshot
     --workdir=/tmp/t5_mtf_runlocal [--config.data.source=synthetic]
 """
 
-from hypert5 import paper
+from hypert5.experiments import paper
 
 DEFAULT_ARG = "p3,large"
 

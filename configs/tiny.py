@@ -7,7 +7,7 @@ Every top-level key can be overridden, e.g. --config.peft.kind=lora or
 """
 
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.model.t5_config import get_size
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 """HyperT5: a hypermodel writes a frozen T5's PEFT parameters from a few examples.
 
-The Python API (hypert5/api.py; README "Python API"):
+The Python API (hypert5/inference/api.py; README "Python API"):
 
   run = hypert5.load("runs/tiny")       # a trained run: hypermodel, downstream T5, vocabulary
   phi = run.phi([(x1, y1), (x2, y2)])   # phi from a few examples
@@ -16,7 +16,7 @@ __all__ = list(_API)
 
 def __getattr__(name):
   if name in _API:
-    from hypert5 import api  # pylint: disable=import-outside-toplevel
+    from hypert5.inference import api  # noqa: PLC0415  (`import hypert5` stays light: the API loads on first use)
     return getattr(api, name)
   raise AttributeError(f"module 'hypert5' has no attribute {name!r}")
 

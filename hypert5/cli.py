@@ -1,21 +1,121 @@
-"""What every `python -m hypert5.<command>` shares: logging, and loading config files.
+"""What every `python -m hypert5.<command>` shares: how it runs and fails, its logs,
+config files and the compilation cache.
 
-Commands define their absl flags only when run as programs (`define_flags()`
-under `__main__`), so that one command can import another's library functions.
+A command module defines `define_flags()` and `main(argv)` and ends with
+`cli.run(main, define_flags)` under `__main__`: its flags exist only when it runs
+as a program, so one command can import another's functions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import importlib.util
-import json
 import logging
-from typing import Iterator
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+from absl import app, flags
+from absl import logging as absl_logging
+
+from hypert5.errors import ConfigError, HyperT5Error
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+  """File descriptor 2 to /dev/null: for C++ libraries that print before any logging
+  is set up."""
+  sys.stderr.flush()
+  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  os.dup2(null, 2)
+  try:
+    yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(null)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+  """Imports TensorFlow with its C++ start-up lines (CUDA probing, oneDNN, CPU
+  features) silenced: they print before TensorFlow sets up its logging, so
+  TF_CPP_MIN_LOG_LEVEL cannot hide them. Only while TF_CPP_MIN_LOG_LEVEL is 3."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name != "tensorflow" or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+      return None
+    spec = importlib.machinery.PathFinder.find_spec(name, path)
+    if spec is not None and spec.loader is not None:
+      load = spec.loader.exec_module
+
+      def exec_module(module):
+        with native_stderr_silenced():
+          load(module)
+
+      spec.loader.exec_module = exec_module
+    return spec
+
+
+# Commands are quiet about TensorFlow (which only reads data for them) unless the
+# user asks otherwise (TF_CPP_MIN_LOG_LEVEL=0).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+  sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+EXIT_ERROR = 1  # bad input or a fault the message names
+# A run stopped by SIGTERM after saving its step; starting it again resumes it
+# (sysexits' EX_TEMPFAIL: schedulers and job scripts requeue on it).
+EXIT_PREEMPTED = 75
+
+
+def fail(message: str, status: int = EXIT_ERROR):
+  """Ends the command with one line on stderr."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
+def user_error_message(error: BaseException) -> str | None:
+  """The one line a user-caused error deserves, or None for a bug (which keeps its
+  traceback). OS errors name the path they concern."""
+  if isinstance(error, HyperT5Error):
+    return str(error)
+  if isinstance(error, OSError) and error.filename:
+    return f"{error.filename}: {error.strerror or error}"
+  if isinstance(error, (FileNotFoundError, PermissionError, NotADirectoryError,
+                        IsADirectoryError, FileExistsError)):
+    return str(error)
+  return None
+
+
+def run(main: Callable[[Sequence[str]], None],
+        define_flags: Callable[[], None] | None = None, *,
+        required: Sequence[str] = ()) -> None:
+  """Runs a command: defines its flags, parses them and calls `main(argv)`. What a
+  user can cause ends in one line on stderr and exit status 1; a bug keeps its
+  traceback."""
+  if define_flags is not None:
+    define_flags()
+  for name in required:
+    flags.mark_flag_as_required(name)
+
+  def guarded(argv):
+    try:
+      main(argv)
+    except Exception as e:
+      message = user_error_message(e)
+      if message is None:
+        raise
+      fail(message)
+
+  app.run(guarded)
 
 
 def quiet_logs(tag: str = "") -> None:
   """Our progress at INFO on stderr; Orbax's per-save chatter only when something is wrong.
   `tag` follows the logger's name on each line (which of several processes wrote it)."""
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   absl_logging.set_verbosity(absl_logging.WARNING)
   ours = logging.getLogger("hypert5")
   if not ours.handlers:
@@ -24,6 +124,18 @@ def quiet_logs(tag: str = "") -> None:
     ours.addHandler(handler)
   ours.setLevel(logging.INFO)
   ours.propagate = False
+
+
+def repository_config(name: str) -> str:
+  """configs/NAME in the repository checkout this package runs from. The benchmarks
+  and the demo read their presets and stages from there (configs/ is the
+  repository's, not part of the package)."""
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "configs", name)
+  if not os.path.isfile(path):
+    raise ConfigError(f"{path} not found: this command reads the repository's configs/; "
+                      "run it from a checkout installed with `pip install -e .`")
+  return path
 
 
 def load_config_module(path: str):
@@ -42,34 +154,8 @@ def load_config(path: str, arg: str | None = None):
   return module.get_config(arg) if arg is not None else module.get_config()
 
 
-def read_jsonl(path: str, keys: tuple[str, ...], error: type[Exception] = ValueError
-               ) -> Iterator[tuple[str, dict]]:
-  """(file:line, object) for each non-blank line of a jsonl input file; a line that
-  is not an object with `keys` raises `error` naming the file and line."""
-  try:
-    handle = open(path)
-  except OSError as e:
-    raise error(f"{path}: cannot read ({e.strerror})") from e
-  with handle:
-    for number, line in enumerate(handle, start=1):
-      if not line.strip():
-        continue
-      where = f"{path}:{number}"
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise error(f"{where}: invalid JSON ({e.msg})") from e
-      if not isinstance(record, dict):
-        raise error(f"{where}: expected an object with " + " and ".join(map(repr, keys)))
-      for key in keys:
-        if key not in record:
-          raise error(f"{where}: missing key {key!r}")
-      yield where, record
-
-
 def default_compilation_cache_dir() -> str:
   """$XDG_CACHE_HOME/hypert5/jax (~/.cache/hypert5/jax): shared by every workdir."""
-  import os  # pylint: disable=import-outside-toplevel
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "hypert5", "jax")
 
@@ -79,8 +165,6 @@ def use_compilation_cache(directory: str | None = None) -> None:
   default_compilation_cache_dir()): multi-stage commands compile the same programs
   across stages, restarts and workdirs. Entries are keyed by the program, the flags
   and the JAX version, so sharing is safe; the oldest go beyond 2 GiB."""
-  import os  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", directory or default_compilation_cache_dir()))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -104,7 +188,6 @@ def fast_compile_for_smoke_runs() -> None:
   """--quick runs and the tests: XLA flags that trade run time for compile time
   (SMOKE_RUN_XLA_FLAGS). Must run before JAX starts its backend; a flag the user
   already set in XLA_FLAGS wins."""
-  import os  # pylint: disable=import-outside-toplevel
   flags = os.environ.get("XLA_FLAGS", "")
   for name, value in SMOKE_RUN_XLA_FLAGS.items():
     if name not in flags:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 
-from absl import app, flags
+from absl import flags
 
-from hypert5 import checkpoints, hf
+from hypert5 import cli
 from hypert5.errors import CheckpointError
-
+from hypert5.formats import checkpoints, hf
 
 
 def define_flags() -> None:
@@ -50,14 +49,9 @@ def convert(src: str, dst: str, source_format: str, target_format: str) -> None:
 
 def main(argv):
   del argv
-  try:
-    convert(FLAGS.src, FLAGS.dst, FLAGS["from"].value, FLAGS.to)
-  except (CheckpointError, FileExistsError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  convert(FLAGS.src, FLAGS.dst, FLAGS["from"].value, FLAGS.to)
   print(f"wrote {FLAGS.dst}")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

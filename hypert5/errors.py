@@ -1,12 +1,10 @@
 """The errors HyperT5 raises for bad input, in one place.
 
 Each message names what is wrong and where (file and line, key, parameter, or
-setting); the command-line tools print it and exit with status 1. Every class
-derives from `HyperT5Error`, so a caller can catch them together, and from the
-built-in exception it refines (mostly ValueError), so older callers still work.
-
-The modules that raise them re-export them under their old names
-(`adapters.AdapterError`, `score.DataError`, ...).
+setting); the command-line tools print it as one line and exit with status 1
+(hypert5/cli.py). Every class derives from `HyperT5Error`, so a caller can catch
+them together, and from the built-in exception it refines (ValueError,
+FileNotFoundError), so `except ValueError` still catches a bad value.
 """
 
 from __future__ import annotations
@@ -34,7 +32,12 @@ class AdapterError(HyperT5Error, ValueError):
 
 
 class DataError(HyperT5Error, ValueError):
-  """A malformed line of an input file; the message names the file and line."""
+  """Input data that cannot be read as what it should be: a malformed line of a file
+  (the message names the file and line), an empty task, a broken data file."""
+
+
+class MissingDataError(HyperT5Error, FileNotFoundError):
+  """A file or folder the input needs is missing; the message says what to get or pass."""
 
 
 class ExamplesError(DataError):
@@ -51,3 +54,8 @@ class MeshError(HyperT5Error, ValueError):
 
 class TrainingDiverged(HyperT5Error, RuntimeError):
   """The loss became NaN or Inf."""
+
+
+class BenchError(HyperT5Error, ValueError):
+  """A benchmark (hypert5.bench, hypert5.input_bench) asked for what it cannot measure
+  here: an unknown preset, mixture or pipeline, a mesh beyond the devices."""

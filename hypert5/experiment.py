@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hypert5 import hypermodel, partitioning, t5
-from hypert5 import peft as peft_lib
-from hypert5.optim import default_optimizer_config
-from hypert5.t5_config import T5Config, get_size
+from hypert5.errors import ConfigError
+from hypert5.model import hypermodel, partitioning, t5
+from hypert5.model import peft as peft_lib
+from hypert5.model.decoding import token_log_probs
+from hypert5.model.t5_config import T5Config, get_size
+
+log = logging.getLogger("hypert5.experiment")
 
 # experiment -> (parameter groups that train, where phi comes from)
 TRAINABLE = {
@@ -58,7 +62,11 @@ def default_config() -> ml_collections.ConfigDict:
       hyper_inputs_length=512, inputs_length=128, targets_length=32, pack=False,
       cache_dir="")  # "": $HYPERT5_DATA_CACHE or ~/.cache/hypert5/data
   c.batch_size = 32
-  c.optimizer = default_optimizer_config()
+  c.optimizer = dict(  # read by training/optim.py
+      name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0,
+      end_learning_rate=0.0, weight_decay=0.0, grad_clip_norm=1.0, grad_accum_steps=1,
+      b1=0.9, b2=0.999, eps=1e-8, adafactor_decay_rate=0.8, adafactor_parameter_scale=True,
+      freeze="")  # a regex of parameter paths kept frozen
   c.total_steps = 1000
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
@@ -72,6 +80,17 @@ def default_config() -> ml_collections.ConfigDict:
                 max_tasks=0,  # 0: every task (smoke tests take the first few)
                 max_decode_length=0)  # 0: data.targets_length
   return ml_collections.ConfigDict(c)
+
+
+def size_vocabulary(config, data_vocab_size: int) -> None:
+  """config.model.vocab_size 0 -> the data's vocabulary size (SeqIO's extra ids
+  included) rounded up to a multiple of 128, as T5's 32,128 is: a model trained from
+  scratch on a small SentencePiece model gets an output layer of that size, not T5's."""
+  if config.model.vocab_size:
+    return
+  config.model.vocab_size = -(-data_vocab_size // 128) * 128
+  log.info("config.model.vocab_size=%d, from the data's vocabulary of %d ids",
+           config.model.vocab_size, data_vocab_size)
 
 
 def t5_config(config) -> T5Config:
@@ -112,8 +131,8 @@ class Models:
 
 def build_models(config) -> Models:
   if config.experiment not in TRAINABLE:
-    raise ValueError(f"config.experiment={config.experiment!r}; expected one of "
-                     f"{sorted(TRAINABLE)}")
+    raise ConfigError(f"config.experiment={config.experiment!r}; expected one of "
+                      f"{sorted(TRAINABLE)}")
   cfg, peft = t5_config(config), peft_config(config)
   source = TRAINABLE[config.experiment][1]
   hyper = shared = None
@@ -135,30 +154,6 @@ def init_fn(module: nn.Module):
   if isinstance(module, hypermodel.HyperT5):
     return lambda rng: module.init(rng, jnp.ones((1, 4), jnp.int32))
   return lambda rng: module.init(rng)
-
-
-_JITTED: dict = {}
-
-
-def jit_once(key, make):
-  """The jitted function `make()` builds, made once per `key` in this process.
-
-  Commands that run several stages or evaluations in one process (hypert5.demo)
-  ask for the same computations again and again; a shared jitted function skips
-  the second trace, lowering and compilation-cache lookup, which on a CPU cost
-  seconds each. `key` must hold everything `make` closes over (modules compare
-  by value). The oldest of 32 entries goes first."""
-  if key not in _JITTED:
-    if len(_JITTED) >= 32:
-      _JITTED.pop(next(iter(_JITTED)))
-    _JITTED[key] = make()
-  return _JITTED[key]
-
-
-def sharding_key(shardings) -> tuple:
-  """A hashable stand-in for a pytree of shardings (for jit_once keys)."""
-  leaves, treedef = jax.tree.flatten(shardings, is_leaf=lambda x: x is None)
-  return tuple(leaves), treedef
 
 
 def abstract_params(models: Models, part: str):
@@ -183,9 +178,7 @@ def param_shardings(models: Models, part: str, mesh, rules):
 def init_part(models: Models, part: str, rng, shardings):
   """Initializes one part directly into its shardings (never whole on one device)."""
   module = part_module(models, part)
-  fn = jit_once(("init", module, sharding_key(shardings)), lambda: jax.jit(
-      lambda r: nn.unbox(init_fn(module)(r)["params"]), out_shardings=shardings))
-  return fn(rng)
+  return jax.jit(lambda r: nn.unbox(init_fn(module)(r)["params"]), out_shardings=shardings)(rng)
 
 
 def compute_phi(models: Models, params: dict, batch: dict, *, deterministic: bool, rng=None):
@@ -211,7 +204,6 @@ def downstream_logits(models: Models, params: dict, batch: dict, phi, *, determi
 
 def loss_terms(models: Models, params: dict, batch: dict, rng, *, deterministic: bool = False):
   """(sum of token cross-entropies, sum of loss weights) for a batch."""
-  from hypert5.decoding import token_log_probs
   phi_rng, model_rng = jax.random.split(rng)
   phi = compute_phi(models, params, batch, deterministic=deterministic, rng=phi_rng)
   logits = downstream_logits(models, params, batch, phi, deterministic=deterministic,

@@ -26,11 +26,14 @@ import os
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from hypert5 import cli
-from hypert5.errors import HyperT5Error
+from hypert5 import cli, experiment
+from hypert5.errors import ConfigError, HyperT5Error
+from hypert5_tasks import forms, indexed
+
+FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
@@ -49,14 +52,11 @@ def define_flags() -> None:
 def preprocess(mixture: str, split: str, *, form: str = "hyper", cache_dir: str | None = None,
                workers: int = 1, max_pieces: int | None = None, out=sys.stdout) -> dict:
   """Builds what the mixture's stream reads; returns a summary."""
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5 import data  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
   if workers < 1:
     raise HyperT5Error(f"--workers={workers}: must be at least 1")
   if max_pieces is not None and max_pieces < 1:
     raise HyperT5Error(f"--max_pieces={max_pieces}: must be at least 1")
-  name = data.resolve_mixture(mixture, form)
+  name = forms.resolve_mixture(mixture, form)
   start = time.time()
   planned = indexed.plan(name, split, cache_dir)
   print(f"{name} ({split}): {len(planned.tasks)} task(s) of nonzero rate, "
@@ -75,26 +75,20 @@ def main(argv):
   del argv
   cli.quiet_logs()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
-  try:
-    if FLAGS.mixture:
-      preprocess(FLAGS.mixture, FLAGS.split, form=FLAGS.form, cache_dir=FLAGS.cache_dir,
-                 workers=FLAGS.workers, max_pieces=FLAGS.max_pieces)
-    elif FLAGS.config is not None:
-      from hypert5 import experiment  # pylint: disable=import-outside-toplevel
-      config = FLAGS.config
-      if config.data.source != "seqio":
-        raise HyperT5Error(f"config.data.source={config.data.source!r}: only the seqio "
-                           "source reads the example cache; nothing to preprocess")
-      preprocess(config.data.mixture, config.data.split, form=experiment.data_form(config),
-                 cache_dir=config.data.cache_dir or None, workers=FLAGS.workers,
-                 max_pieces=FLAGS.max_pieces)
-    else:
-      sys.exit("hypert5.preprocess: pass --config=CONFIG (a training run's) or --mixture=NAME")
-  except (HyperT5Error, ValueError, OSError) as e:
-    sys.exit(f"hypert5.preprocess: {e}")
+  if FLAGS.mixture:
+    preprocess(FLAGS.mixture, FLAGS.split, form=FLAGS.form, cache_dir=FLAGS.cache_dir,
+               workers=FLAGS.workers, max_pieces=FLAGS.max_pieces)
+  elif FLAGS.config is not None:
+    config = FLAGS.config
+    if config.data.source != "seqio":
+      raise ConfigError(f"config.data.source={config.data.source!r}: only the seqio "
+                        "source reads the example cache; nothing to preprocess")
+    preprocess(config.data.mixture, config.data.split, form=experiment.data_form(config),
+               cache_dir=config.data.cache_dir or None, workers=FLAGS.workers,
+               max_pieces=FLAGS.max_pieces)
+  else:
+    raise ConfigError("pass --config=CONFIG (a training run's) or --mixture=NAME")
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

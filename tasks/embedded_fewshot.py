@@ -28,10 +28,13 @@ Defaults (`BenchmarkConfig`): 160 training rules -> 320 training tasks of 96
 examples (48 per class); 16 held-out rules (two of each family) -> 32 held-out
 tasks, each with a fixed set of 16 few-shot examples (8 per class, in a fixed
 random order), 64 test queries (32 per class) and a 'train' split of 32 more
-examples (16 per class) for fine-tuning on the task itself (paper section 6). Pools: 98 label words (24 held out), 55 keywords
-(8 held out), 39 start words (6 held out). Inputs are 10-28 tokens of the
-embedded vocabulary (median 18); a held-out context of 16 examples is about 400
-tokens. Everything follows from the seed.
+examples (16 per class) for fine-tuning on the task itself (paper section 6).
+Pools: 98 label words (24 held out), 55 keywords (8 held out), 39 start words
+(6 held out). Inputs are 10-28 tokens of the embedded vocabulary (median 18); a
+held-out context of 16 examples is about 400 tokens. Everything follows from
+the seed. The mirrored pairs, the held-out split of a pool and the SeqIO tasks
+are embedded.py's; the benchmark and its control are named in
+embedded_benchmarks.py.
 """
 
 from __future__ import annotations
@@ -39,17 +42,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import sentencepiece as spm
 
-from hypert5_tasks import embedded_corpus
+from hypert5_tasks import embedded, embedded_corpus, fewshot, sources
 from hypert5_tasks import embedded_rules as rules_lib
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 NAME = "embedded_fewshot"
@@ -76,37 +76,37 @@ class BenchmarkConfig:
   num_heldout_keywords: int = 8
   num_heldout_start_words: int = 6
 
+  @property
+  def num_shots(self) -> int:
+    """Examples in a held-out task's few-shot set."""
+    return 2 * self.heldout_shots_per_class
+
 
 @dataclasses.dataclass(frozen=True)
-class Example:
-  input: str
-  output: str
-  label: int  # index of `output` in the task's choices
+class VerseExample(embedded.Example):
   line: str  # the verse line it was made from
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneratedTask:
-  """One task: `examples` are its training examples (train) or its queries (test)."""
+class TrainTask:
   name: str
-  split: str  # "train" or "test"
   rule: rules_lib.Rule
   choices: tuple[str, str]
   orientation: int  # class c is answered by choices[c ^ orientation]
-  examples: tuple[Example, ...]
-  shots: tuple[Example, ...] = ()  # test tasks: the fixed few-shot set
-  train_examples: tuple[Example, ...] = ()  # test tasks: for fine-tuning on the task
+  examples: tuple[VerseExample, ...]
 
-  @property
-  def mirror_name(self) -> str:
-    return self.name[:-1] + str(1 - self.orientation)
+
+@dataclasses.dataclass(frozen=True)
+class HeldoutTask(embedded.HeldoutTask):
+  """A held-out task (class c is answered by choices[c ^ orientation])."""
+  choices: tuple[str, str]
 
 
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
   config: BenchmarkConfig
-  train_tasks: tuple[GeneratedTask, ...]
-  heldout_tasks: tuple[GeneratedTask, ...]
+  train_tasks: tuple[TrainTask, ...]
+  heldout_tasks: tuple[HeldoutTask, ...]
   heldout_label_words: frozenset[str]
   heldout_keywords: frozenset[str]
   heldout_start_words: frozenset[str]
@@ -121,7 +121,6 @@ class _LineIndex:
   """
 
   def __init__(self, split: str):
-    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
     pieces = spm.SentencePieceProcessor(model_file=str(vocab_lib.EMBEDDED_VOCAB_PATH))
     self.lines = []
     self.by_word = collections.defaultdict(set)
@@ -194,20 +193,12 @@ def _render_input(rule, line, label, choices, show_options: bool) -> str:
   return f"{rule.render(line, label)} Options: {choices[0]}, {choices[1]}"
 
 
-def _examples(rule, sampled, choices, orientation, show_options=True) -> tuple[Example, ...]:
+def _examples(rule, sampled, choices, orientation, show_options) -> tuple[VerseExample, ...]:
   label = lambda c: (0 if rule.family == "constant" else c) ^ orientation
-  return tuple(Example(input=_render_input(rule, line, c, choices, show_options),
-                       output=choices[label(c)], label=label(c), line=line.text)
+  return tuple(VerseExample(input=_render_input(rule, line, c, choices, show_options),
+                            output=choices[label(c)], choices=choices, label=label(c),
+                            line=line.text)
                for line, c in sampled)
-
-
-def _partition(pool: Sequence[str], count: int, eligible, rng) -> tuple[list[str], list[str]]:
-  """(held-out, train) parts of a pool: `count` random eligible words are held out."""
-  shuffled = [pool[i] for i in rng.permutation(len(pool))]
-  heldout = [w for w in shuffled if eligible(w)][:count]
-  if len(heldout) < count:
-    raise ValueError(f"only {len(heldout)} of {count} held-out words have enough lines")
-  return heldout, [w for w in pool if w not in heldout]
 
 
 def _draw_rule(family: str, keywords: Sequence[str], start_words: Sequence[str],
@@ -231,15 +222,18 @@ def _draw_rule(family: str, keywords: Sequence[str], start_words: Sequence[str],
   raise ValueError(f"no {family} rule with {per_class} lines per class")
 
 
-def _mirrored_tasks(name: str, split: str, rule, choices, sampled, shots_sampled=(),
-                    train_sampled=(), show_options=True):
+def _train_mirrors(base: str, rule, choices, sampled, show_options) -> tuple[TrainTask, ...]:
+  return tuple(TrainTask(name, rule, choices, o, _examples(rule, sampled, choices, o, show_options))
+               for o, name in enumerate(embedded.mirror_names(base)))
+
+
+def _heldout_mirrors(base: str, rule, choices, queries, shots, train,
+                     show_options) -> tuple[HeldoutTask, ...]:
   examples = functools.partial(_examples, rule, choices=choices, show_options=show_options)
-  return tuple(
-      GeneratedTask(name=f"{name}_m{o}", split=split, rule=rule, choices=choices, orientation=o,
-                    examples=examples(sampled, orientation=o),
-                    shots=examples(shots_sampled, orientation=o),
-                    train_examples=examples(train_sampled, orientation=o))
-      for o in (0, 1))
+  return tuple(HeldoutTask(name, rule, shots=examples(shots, orientation=o),
+                           queries=examples(queries, orientation=o),
+                           train_examples=examples(train, orientation=o), choices=choices)
+               for o, name in enumerate(embedded.mirror_names(base)))
 
 
 def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
@@ -255,8 +249,8 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
   heldout_need = (config.heldout_shots_per_class + config.heldout_queries_per_class
                   + config.heldout_train_per_class)
 
-  heldout_labels, train_labels = _partition(
-      rules_lib.LABEL_WORDS, config.num_heldout_label_words, lambda w: True, rng)
+  heldout_labels, train_labels = embedded.hold_out(
+      rules_lib.LABEL_WORDS, config.num_heldout_label_words, rng)
   if config.fixed_choices is not None:
     if not set(config.fixed_choices) <= set(rules_lib.LABEL_WORDS):
       raise ValueError(f"fixed_choices {config.fixed_choices}: both must be label words "
@@ -267,14 +261,14 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
     if config.fixed_choices is not None:
       return tuple(config.fixed_choices)
     return tuple(str(w) for w in task_rng.choice(pool, size=2, replace=False))
-  heldout_keywords, train_keywords = _partition(
-      rules_lib.KEYWORDS, config.num_heldout_keywords,
+  heldout_keywords, train_keywords = embedded.hold_out(
+      rules_lib.KEYWORDS, config.num_heldout_keywords, rng,
       # A keyword needs `heldout_need` lines without the rule's other keyword; a
       # few spare lines make that likely (_draw_rule checks).
-      lambda w: len(heldout_index.by_word.get(w, ())) >= heldout_need + 12, rng)
-  heldout_starts, train_starts = _partition(
-      rules_lib.START_WORDS, config.num_heldout_start_words,
-      lambda w: len(heldout_index.by_first.get(w, ())) >= 2 * heldout_need, rng)
+      lambda w: len(heldout_index.by_word.get(w, ())) >= heldout_need + 12)
+  heldout_starts, train_starts = embedded.hold_out(
+      rules_lib.START_WORDS, config.num_heldout_start_words, rng,
+      lambda w: len(heldout_index.by_first.get(w, ())) >= 2 * heldout_need)
 
   train_tasks = []
   for i in range(config.num_train_rules):
@@ -284,8 +278,8 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
                       config.train_examples_per_class, task_rng)
     choices = draw_choices(train_labels, task_rng)
     sampled = train_index.sample(rule, config.train_examples_per_class, task_rng)
-    train_tasks += _mirrored_tasks(f"{config.name}.train_{i:03d}", "train", rule, choices, sampled,
-                                   show_options=config.show_options)
+    train_tasks += _train_mirrors(f"{config.name}.train_{i:03d}", rule, choices, sampled,
+                                  config.show_options)
 
   heldout_tasks, heldout_rules = [], set()
   for j in range(config.num_heldout_rules):
@@ -304,8 +298,8 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
       part = (shots if taken[c] <= config.heldout_shots_per_class
               else queries if taken[c] <= query_end else train)
       part.append((line, c))
-    heldout_tasks += _mirrored_tasks(f"{config.name}.heldout_{j:02d}", "test", rule, choices,
-                                     queries, shots, train, show_options=config.show_options)
+    heldout_tasks += _heldout_mirrors(f"{config.name}.heldout_{j:02d}", rule, choices, queries,
+                                      shots, train, config.show_options)
 
   return Benchmark(config=config, train_tasks=tuple(train_tasks),
                    heldout_tasks=tuple(heldout_tasks),
@@ -315,41 +309,16 @@ def _generate(config: BenchmarkConfig) -> Benchmark:
                    heldout_start_words=frozenset(heldout_starts))
 
 
-def fewshot_context(task: GeneratedTask) -> list[str]:
-  """The fixed context of a held-out task: its shots as formatted pairs."""
-  return [fewshot.format_pair(e.input, e.output) for e in task.shots]
+def heldout_families(config: BenchmarkConfig) -> dict[str, str]:
+  """The held-out tasks' names and families, in order, known without generating them."""
+  return {name: config.families[j % len(config.families)]
+          for j in range(config.num_heldout_rules)
+          for name in embedded.mirror_names(f"{config.name}.heldout_{j:02d}")}
 
 
 # ---------------------------------------------------------------------------
-# SeqIO tasks: `embedded_fewshot.train` holds all training tasks (grouped by
-# task_name when contexts are drawn); each held-out task is its own SeqIO task.
-
-# The control: only the constant family, every task answering `black` or
-# `white`, inputs without options (the answer word appears in an example only
-# as its output). Reading the examples is all it takes (which word do they
-# give?), with no rule to infer and nothing to copy; an example-blind model
-# still scores exactly 50%. At the demo's budget, it is where a hypermodel that has
-# learned to read shows it (docs/demo.md).
-CONTROL = BenchmarkConfig(name="embedded_constant", families=("constant",),
-                          fixed_choices=("black", "white"), show_options=False)
-BENCHMARKS = {NAME: BenchmarkConfig(), CONTROL.name: CONTROL}
-
-
-# Every task is scored by rank classification over its two choices; results are
-# the accuracy per held-out task and their mean.
-BENCHMARK = scoring.Benchmark("embedded")
-
-
-def train_task_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}.train"
-
-
-def train_mixture_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}_train"
-
-
-def test_mixture_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}_test"
+# SeqIO tasks: `{name}.train` holds all training tasks, whose contexts are drawn
+# within each task (grouped by task_name); each held-out task is its own SeqIO task.
 
 
 def _train_reader(config: BenchmarkConfig):
@@ -363,41 +332,11 @@ def _train_reader(config: BenchmarkConfig):
   return read
 
 
-def _heldout_reader(config: BenchmarkConfig, index: int):
-  def read(split, shuffle, seed, shard):
-    task = generate(config).heldout_tasks[index]
-    context = fewshot_context(task)
-    examples = task.train_examples if split == "train" else task.examples
-    records = [records_lib.make_record(task.name, e.input, e.output,
-                                       answer_choices=task.choices, label=e.label,
-                                       context=context)
-               for e in shard.slice(examples)]
-    if split == "train":  # fine-tuning data; evaluation order is fixed
-      return records_lib.records_dataset(records, shuffle, seed)
-    return records_lib.records_dataset(records)
-  return read
-
-
-def heldout_task_names(config: BenchmarkConfig = BenchmarkConfig()) -> list[str]:
-  """Names of the held-out tasks, known without generating the benchmark."""
-  return [f"{config.name}.heldout_{j:02d}_m{o}" for j in range(config.num_heldout_rules)
-          for o in (0, 1)]
-
-
-def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
+def register(config: BenchmarkConfig) -> None:
   """Registers the training task, the held-out tasks and the mixtures; generates nothing."""
-  vocabulary = vocab_lib.embedded_vocabulary()
-  forms.add_task(
-      train_task_name(config),
+  embedded.register(
+      config.name,
       sources.ReaderSource(_train_reader(config), ("train",), "embedded few-shot training tasks"),
-      vocabulary,
-      context_preprocessors=[functools.partial(fewshot.draw_within_task,
-                                               num_shots=fewshot.NUM_SHOTS)],
-      **scoring.RANK_ACCURACY)
-  names = heldout_task_names(config)
-  for index, name in enumerate(names):
-    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
-                                              f"embedded held-out task {name}"), vocabulary,
-                   **scoring.RANK_ACCURACY)
-  forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
-  forms.add_mixture(test_mixture_name(config), names, benchmark=BENCHMARK)
+      list(heldout_families(config)), lambda: generate(config).heldout_tasks,
+      train_preprocessors=[functools.partial(fewshot.draw_within_task,
+                                             num_shots=fewshot.NUM_SHOTS)])

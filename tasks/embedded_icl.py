@@ -27,12 +27,10 @@ and the examples together:
                        examples define)
 
 Why every example-blind system is at chance by construction: each held-out
-task comes as two mirrors (`_m0`, `_m1`) with the same queries and the same
-two answer choices per query but opposite answers (the other answer word,
-type or attribute, a deranged mapping). Scored by rank classification over
-the two choices, a model that does not read the examples ranks a query's
-choices the same way in both mirrors, so it is right in exactly one of them:
-50% over every mirrored pair, whatever it learned.
+task comes as two mirrors (`_m0`, `_m1`; embedded.py) with the same queries
+and the same two answer choices per query but opposite answers (the other
+answer word, type or attribute, a deranged mapping), so a model that does not
+read the examples is right in exactly one of them.
 
 Why values carry a mark: a value is a noun with one of two marks, each its own
 piece ("gold" + "ing", "crow" + "ed"), and a key's left attribute always
@@ -72,14 +70,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import re
 
 import numpy as np
+import sentencepiece as spm
 
-from hypert5 import prompts
-from hypert5_tasks import forms
+from hypert5_tasks import embedded, embedded_rules, forms, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 NAME = "embedded_icl"
@@ -105,10 +102,6 @@ VALUE_MARKS = ("ing", "ed")
 
 def _vocabulary_words() -> tuple[str, ...]:
   """Lower-case words of at least 3 letters that are single pieces of the embedded vocabulary."""
-  import re  # pylint: disable=import-outside-toplevel
-
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-
   pieces = spm.SentencePieceProcessor(model_file=str(vocab_lib.EMBEDDED_VOCAB_PATH))
   return tuple(p[1:] for p in map(pieces.id_to_piece, range(pieces.get_piece_size()))
                if re.fullmatch("\u2581[a-z]{3,}", p))
@@ -122,7 +115,6 @@ def word_pools() -> tuple[tuple[str, ...], tuple[str, ...]]:
   mark (VALUE_MARKS, alternately); keys are the next most frequent
   single-piece words, never a noun or a format word.
   """
-  from hypert5_tasks import embedded_rules  # pylint: disable=import-outside-toplevel
   words = _vocabulary_words()
   nouns = tuple(w for w in words if w in set(embedded_rules.LABEL_WORDS))
   reserved = set(nouns) | set(INSTRUCTION_WORDS) | {"input", "output", "options", "definition"}
@@ -172,14 +164,6 @@ class BenchmarkConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Example:
-  input: str
-  output: str
-  choices: tuple[str, str]  # the two answers of the mirrored pair, in a fixed order
-  label: int  # index of `output` in `choices`
-
-
-@dataclasses.dataclass(frozen=True)
 class Rule:
   """A task: a family and its parameters (words, a position, a mapping)."""
   family: str
@@ -202,7 +186,7 @@ class Rule:
       return dict(self.params)[x[0]]
     raise ValueError(f"unknown family {self.family!r}; families: {', '.join(ALL_FAMILIES)}")
 
-  def mirror(self) -> "Rule":
+  def mirror(self) -> Rule:
     """The rule that answers every query of this one with the other choice."""
     if self.family == "constant":
       return Rule("constant", (self.params[1], self.params[0]))
@@ -252,7 +236,7 @@ class Pools:
   values: tuple[str, ...]
   facts: tuple = ()  # ((key, (left, right)), ...): each key's attributes, values of this pool
 
-  def __add__(self, other: "Pools") -> "Pools":
+  def __add__(self, other: Pools) -> Pools:
     return Pools(self.keys + other.keys, self.values + other.values, self.facts + other.facts)
 
   def group(self, g: int) -> tuple[str, ...]:
@@ -280,7 +264,8 @@ def _draw_rule(family: str, pools: Pools, rng: np.random.Generator) -> Rule:
     first = int(rng.integers(2))
     return Rule(family, (first, 1 - first) + ((pools.facts,) if family == "attribute" else ()))
   if family == "lookup":
-    keys, values = _distinct(pools.keys, LOOKUP_KEYS, rng), _distinct(pools.values, LOOKUP_KEYS, rng)
+    keys = _distinct(pools.keys, LOOKUP_KEYS, rng)
+    values = _distinct(pools.values, LOOKUP_KEYS, rng)
     return Rule(family, tuple(zip(keys, values)))
   raise ValueError(f"unknown family {family!r}; families: {', '.join(ALL_FAMILIES)}")
 
@@ -290,7 +275,8 @@ def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
   if rule.family == "lookup":
     return (rule.params[rng.integers(LOOKUP_KEYS)][0],)
   if rule.family == "pick":
-    pair = (pools.keys[rng.integers(len(pools.keys))], pools.values[rng.integers(len(pools.values))])
+    pair = (pools.keys[rng.integers(len(pools.keys))],
+            pools.values[rng.integers(len(pools.values))])
     return pair if rng.integers(2) else pair[::-1]
   if rule.family == "select":
     return tuple(_distinct(pools.keys, 2, rng))
@@ -302,16 +288,16 @@ def _draw_input(rule: Rule, pools: Pools, rng: np.random.Generator,
   return (keys[rng.integers(len(keys))],)
 
 
-def make_example(rule: Rule, x: tuple[str, ...]) -> Example:
+def make_example(rule: Rule, x: tuple[str, ...]) -> embedded.Example:
   mirror = rule.mirror()
   choices = (rule.answer(x), mirror.answer(x))
   order = sorted(choices)  # both mirrors list the choices in the same order
-  return Example(input=" ".join(x), output=choices[0], choices=tuple(order),
-                 label=order.index(choices[0]))
+  return embedded.Example(input=" ".join(x), output=choices[0], choices=tuple(order),
+                          label=order.index(choices[0]))
 
 
 def _draw_examples(rule: Rule, pools: Pools, count: int, rng: np.random.Generator,
-                   balanced: bool = False) -> list[Example]:
+                   balanced: bool = False) -> list[embedded.Example]:
   """count examples; balanced: inputs alternate between the key groups, lookup cycles its keys."""
   xs = []
   for i in range(count):
@@ -322,55 +308,36 @@ def _draw_examples(rule: Rule, pools: Pools, count: int, rng: np.random.Generato
   return [make_example(rule, xs[i]) for i in rng.permutation(count)]
 
 
-def format_context(examples) -> list[str]:
-  return [prompts.format_pair(e.input, e.output) for e in examples]
-
-
-@dataclasses.dataclass(frozen=True)
-class HeldoutTask:
-  name: str
-  family: str
-  rule: Rule
-  shots: tuple[Example, ...]  # the fixed few-shot set
-  queries: tuple[Example, ...]  # test
-  train_examples: tuple[Example, ...]  # for fine-tuning on the task (section 6)
-
-
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
   config: BenchmarkConfig
   train_pools: Pools
   heldout_pools: Pools
-  heldout_tasks: tuple[HeldoutTask, ...]
+  heldout_tasks: tuple[embedded.HeldoutTask, ...]
 
 
-def heldout_task_names(config: BenchmarkConfig = BenchmarkConfig()) -> list[str]:
-  """Names of the held-out tasks, family by family, known without generating them."""
-  return [f"{config.name}.{family}_{j}_m{o}" for family in config.families
-          for j in range(config.rules_per_family) for o in (0, 1)]
-
-
-def family_of(task_name: str) -> str:
-  """The family of a held-out task, from its name ("embedded_icl.lookup_2_m0" -> lookup)."""
-  return task_name.rsplit(".", 1)[-1].split("_")[0]
+def heldout_families(config: BenchmarkConfig) -> dict[str, str]:
+  """The held-out tasks' names and families, family by family, known without generating them."""
+  return {name: family for family in config.families for j in range(config.rules_per_family)
+          for name in embedded.mirror_names(f"{config.name}.{family}_{j}")}
 
 
 @functools.cache
 def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
   """The benchmark's pools and held-out tasks: the same on every call and machine."""
   keys, values = word_pools()
-  keys = keys[:config.num_keys]
   rng = np.random.default_rng([config.seed, 0])
-  keys = [keys[i] for i in rng.permutation(len(keys))]
-  values = [values[i] for i in rng.permutation(len(values))]
+  heldout_keys, train_keys = embedded.hold_out(keys[:config.num_keys], config.num_heldout_keys,
+                                               rng)
+  heldout_values, train_values = embedded.hold_out(values, config.num_heldout_values, rng)
   def pools(keys, values):
     keys, values = tuple(sorted(keys)), tuple(sorted(values))
     # A key's left attribute is a value of the first mark, its right one of the second.
     by_class = [[v for v in values if value_class(v) == c] for c in (0, 1)]
     facts = tuple((k, tuple(c[rng.integers(len(c))] for c in by_class)) for k in keys)
     return Pools(keys, values, facts)
-  heldout = pools(keys[:config.num_heldout_keys], values[:config.num_heldout_values])
-  train = pools(keys[config.num_heldout_keys:], values[config.num_heldout_values:])
+  heldout = pools(heldout_keys, heldout_values)
+  train = pools(train_keys, train_values)
   tasks = []
   for family in config.families:
     for j in range(config.rules_per_family):
@@ -379,16 +346,17 @@ def generate(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
       shots = _draw_examples(rule, heldout, config.num_shots, task_rng, balanced=True)
       queries = _draw_examples(rule, heldout, config.heldout_queries, task_rng, balanced=True)
       train_examples = _draw_examples(rule, heldout, config.heldout_train, task_rng, balanced=True)
-      for o, r in enumerate((rule, rule.mirror())):
+      names = embedded.mirror_names(f"{config.name}.{family}_{j}")
+      for name, r in zip(names, (rule, rule.mirror())):
         # The mirror answers the same inputs the other way.
         remake = lambda exs, r=r: tuple(make_example(r, tuple(e.input.split())) for e in exs)
-        tasks.append(HeldoutTask(f"{config.name}.{family}_{j}_m{o}", family, r, remake(shots),
-                                 remake(queries), remake(train_examples)))
+        tasks.append(embedded.HeldoutTask(name, r, remake(shots), remake(queries),
+                                          remake(train_examples)))
   return Benchmark(config, train, heldout, tuple(tasks))
 
 
 def sample_task(config: BenchmarkConfig, pools: Pools, rng: np.random.Generator,
-                num_examples: int) -> tuple[Rule, list[Example]]:
+                num_examples: int) -> tuple[Rule, list[embedded.Example]]:
   """A fresh task of a random family and `num_examples` of its examples.
 
   Lookup examples draw their keys so that the last one (the query) occurs
@@ -442,7 +410,7 @@ def train_records(config: BenchmarkConfig) -> tuple[dict, ...]:
     *shots, query = examples
     records.append(records_lib.make_record(
         f"{config.name}.train_{i:05d}", query.input, query.output, answer_choices=query.choices,
-        label=query.label, context=format_context(shots)))
+        label=query.label, context=embedded.format_context(shots)))
   return tuple(records)
 
 
@@ -457,26 +425,8 @@ def skill_records(config: BenchmarkConfig) -> tuple[dict, ...]:
       for rule, (e,) in _fresh_tasks(config, pools, 1, config.num_skill_examples, 1))
 
 
-def train_task_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}.train"
-
-
 def skills_task_name(config: BenchmarkConfig) -> str:
   return f"{config.name}.skills"
-
-
-def train_mixture_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}_train"
-
-
-def test_mixture_name(config: BenchmarkConfig) -> str:
-  return f"{config.name}_test"
-
-
-def instructed_mixture_name(config: BenchmarkConfig) -> str:
-  """The held-out tasks with their rule said outright before x (xonly form): what the
-  frozen downstream model does when told the task, the most a PEFT form can elicit."""
-  return f"{config.name}_instructed_test"
 
 
 def _records_reader(records_fn):
@@ -486,48 +436,16 @@ def _records_reader(records_fn):
   return read
 
 
-def _heldout_reader(config: BenchmarkConfig, index: int, instructed: bool = False):
-  def read(split, shuffle, seed, shard):
-    task = generate(config).heldout_tasks[index]
-    context = format_context(task.shots)
-    examples = task.train_examples if split == "train" else task.queries
-    records = [records_lib.make_record(
-        task.name, instructed_input(task.rule, e.input) if instructed else e.input, e.output,
-        answer_choices=e.choices, label=e.label, context=context)
-               for e in shard.slice(examples)]
-    if split == "train":  # fine-tuning data; evaluation order is fixed
-      return records_lib.records_dataset(records, shuffle, seed)
-    return records_lib.records_dataset(records)
-  return read
-
-
-# Every task (its examples all carry their two choices) is scored by rank
-# classification; results are the accuracy per held-out task and their mean.
-SCORING = scoring.RANK_ACCURACY
-BENCHMARK = scoring.Benchmark("embedded")
-
-
-def register(config: BenchmarkConfig = BenchmarkConfig()) -> None:
-  """Registers the training, skills and held-out tasks and their mixtures; generates nothing."""
-  vocabulary = vocab_lib.embedded_vocabulary()
-  forms.add_task(train_task_name(config), sources.ReaderSource(
-      _records_reader(functools.partial(train_records, config)), ("train",),
-      "embedded in-context training tasks"), vocabulary, **SCORING)
+def register(config: BenchmarkConfig) -> None:
+  """Registers the skills task and mixture, then the benchmark's training, held-out and
+  instructed tasks and mixtures (embedded.register); generates nothing."""
   forms.add_task(skills_task_name(config), sources.ReaderSource(
       _records_reader(functools.partial(skill_records, config)), ("train",),
-      "embedded in-context skills (instructed)"), vocabulary, forms=("xonly",), **SCORING)
-  names = heldout_task_names(config)
-  for index, name in enumerate(names):
-    forms.add_task(name, sources.ReaderSource(_heldout_reader(config, index), ("train", "test"),
-                                              f"embedded held-out task {name}"), vocabulary,
-                   **SCORING)
-  for index, name in enumerate(names):
-    forms.add_task(name.replace(".", ".instructed_", 1), sources.ReaderSource(
-        _heldout_reader(config, index, instructed=True), ("train", "test"),
-        f"embedded held-out task {name}, instructed"), vocabulary, forms=("xonly",), **SCORING)
-  forms.add_mixture(instructed_mixture_name(config),
-                    [name.replace(".", ".instructed_", 1) for name in names], forms=("xonly",),
-                    benchmark=BENCHMARK)
-  forms.add_mixture(train_mixture_name(config), [train_task_name(config)])
+      "embedded in-context skills (instructed)"), vocab_lib.embedded_vocabulary(),
+      forms=("xonly",), **scoring.RANK_ACCURACY)
   forms.add_mixture(f"{config.name}_skills", [skills_task_name(config)], forms=("xonly",))
-  forms.add_mixture(test_mixture_name(config), names, benchmark=BENCHMARK)
+  embedded.register(
+      config.name, sources.ReaderSource(_records_reader(functools.partial(train_records, config)),
+                                        ("train",), "embedded in-context training tasks"),
+      list(heldout_families(config)), lambda: generate(config).heldout_tasks,
+      instruct=instructed_input)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from hypert5_tasks import embedded_corpus
 
@@ -79,9 +79,6 @@ class Rule:
   def __post_init__(self):
     if self.family not in FAMILIES:
       raise ValueError(f"unknown rule family {self.family!r}")
-
-  def describe(self) -> str:
-    return f"{self.family}({', '.join(map(str, self.params))})"
 
   def classes(self, line: embedded_corpus.VerseLine) -> tuple[int, ...]:
     """The classes `line` can be an example of: (), (0,), (1,) or (0, 1)."""

@@ -53,12 +53,18 @@ import re
 import shutil
 import struct
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
-from absl import logging
 import numpy as np
+import seqio
+import tensorflow as tf
+from absl import logging
+from safetensors.numpy import save_file
 
 from hypert5.errors import DataError
+from hypert5_tasks import fewshot
+from hypert5_tasks import records as records_lib
 
 FORMAT_VERSION = 2
 ENV_CACHE = "HYPERT5_DATA_CACHE"
@@ -111,7 +117,7 @@ def describe(value: Any, depth: int = 0) -> Any:
 
 def _filled(cell) -> bool:
   try:
-    cell.cell_contents  # pylint: disable=pointless-statement
+    cell.cell_contents  # noqa: B018  (reading it raises ValueError for an empty cell)
     return True
   except ValueError:  # a cell not yet assigned
     return False
@@ -189,7 +195,6 @@ _DTYPES = {"U16": np.uint16, "I32": np.int32, "I64": np.int64, "U64": np.uint64}
 
 def write_piece(path: str, arrays: dict[str, np.ndarray], metadata: dict) -> None:
   """Writes a piece atomically (a complete file or none)."""
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   partial = f"{path}.partial-{os.getpid()}"
   try:
     save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, partial,
@@ -234,7 +239,6 @@ class Piece:
 
 def _run_steps(dataset, task, steps: Sequence[Callable]):
   """Applies the preprocessors before the cache point, as SeqIO would (no lengths)."""
-  import seqio  # pylint: disable=import-outside-toplevel
   with seqio.utils.map_seed_manager(0):
     for step in steps:
       parameters = inspect.signature(step).parameters
@@ -270,9 +274,7 @@ def token_dtype(vocab_size: int):
 
 def _tokenized_records(dataset, vocabulary):
   """Records -> the token ids of their fields (TF, as the TF pipeline tokenizes)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import fewshot  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import records as records_lib  # pylint: disable=import-outside-toplevel
+
 
   @tf.autograph.experimental.do_not_convert
   def tokenize(record):
@@ -343,7 +345,6 @@ def build_records_piece(dataset, vocabulary, what: str) -> tuple[dict, dict]:
 
 def build_tokens_piece(dataset, vocabulary, what: str) -> tuple[dict, dict]:
   """A task's token examples (int32 features of rank 1) -> (columns, metadata)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   features = sorted(k for k, spec in dataset.element_spec.items()
                     if spec.dtype == tf.int32 and spec.shape.rank == 1)
   if not features:
@@ -415,8 +416,6 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
   Pieces already written for the same identity and data are kept (an interrupted
   build resumes); the manifest is written last. Errors name the task.
   """
-  from hypert5_tasks import sources  # pylint: disable=import-outside-toplevel
-  import seqio  # pylint: disable=import-outside-toplevel
   folder = spec.folder(root)
   what = f"task {spec.task.name} (split {spec.split!r}, {spec.task.source!r})"
   files = data_files(spec.task, spec.split)
@@ -451,7 +450,7 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
       raise
     except (ValueError, OSError, KeyError) as e:
       raise DataError(f"{what}: {e}") from e
-    except Exception as e:  # TensorFlow wraps the reader's errors  # pylint: disable=broad-except
+    except Exception as e:  # TensorFlow wraps the reader's errors
       message = getattr(e, "message", None) or str(e)
       raise DataError(f"{what}: {type(e).__name__}: {message.strip().splitlines()[-1]}") from e
     metadata.update(identity=spec.identity, data_files=files, task=spec.task.name,

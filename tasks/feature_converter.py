@@ -22,7 +22,7 @@ task_name for an evaluator that groups rows by task); not with packing.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf

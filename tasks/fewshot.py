@@ -29,13 +29,13 @@ Drawing. Two ways, both deterministic given the seed:
 
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import tensorflow as tf
 
-from hypert5 import prompts
-from hypert5.prompts import PAIR_INPUT, PAIR_OUTPUT, SEGMENT_SEPARATOR, format_pair  # noqa: F401
+from hypert5.text import prompts
 from hypert5_tasks import records as records_lib
 
 NUM_SHOTS = 16
@@ -45,14 +45,14 @@ T = TypeVar("T")
 
 def format_pairs_tf(xs: tf.Tensor, ys: tf.Tensor) -> tf.Tensor:
   """`format_pair` over string tensors of equal shape."""
-  return tf.strings.join([PAIR_INPUT, xs, PAIR_OUTPUT, ys])
+  return tf.strings.join([prompts.PAIR_INPUT, xs, prompts.PAIR_OUTPUT, ys])
 
 
 def format_query(x: str | tf.Tensor):
   """The query as the concatenated baseline shows it, after its context: "Input: x Output:"."""
   if isinstance(x, str):
     return prompts.format_query(x)
-  return tf.strings.join([PAIR_INPUT, x, PAIR_OUTPUT.rstrip()])
+  return tf.strings.join([prompts.PAIR_INPUT, x, prompts.PAIR_OUTPUT.rstrip()])
 
 
 def choose_fixed(pool: Sequence[T], k: int, seed: int, what: str) -> list[T]:

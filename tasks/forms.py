@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 
-from hypert5_tasks import fewshot
+from hypert5.errors import ConfigError
+from hypert5.text import prompts
+from hypert5_tasks import fewshot, scoring
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
 
 FORMS = ("hyper", "concat", "xonly")
 FORM_SUFFIX = {"hyper": "", "concat": "_concat", "xonly": "_xonly"}
@@ -58,6 +59,26 @@ def name_for(base: str, form: str) -> str:
   if form not in FORMS:
     raise ValueError(f"unknown form {form!r}; expected one of {FORMS}")
   return base + FORM_SUFFIX[form]
+
+
+def resolve_mixture(mixture: str, form: str) -> str:
+  """The registered name of `mixture` in `form` (few-shot mixtures have _concat and
+  _xonly variants; LM and CACLM mixtures exist in one form only)."""
+  names = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
+  if form != "hyper" and not mixture.endswith(FORM_SUFFIX[form]):
+    variant = name_for(mixture, form)
+    if variant in names:
+      return variant
+  if mixture not in names:
+    raise ConfigError(f"config.data.mixture={mixture!r} is not a registered SeqIO mixture "
+                      "or task")
+  return mixture
+
+
+# A key of the hyper form beside its features (as the _pretokenized ones are): [examples
+# in hyper_inputs, examples in the context], so that evaluation can say when the
+# hypermodel's input cut examples off (a definition always comes first).
+CONTEXT_FIT = "hyper_inputs_examples"
 
 
 def output_features(form: str, vocabulary: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -96,7 +117,11 @@ def render(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature
           segment_ids, _budget(sequence_length, "hyper_inputs"), keep_first=True)
       out["hyper_inputs"] = ids
       out["hyper_inputs_pretokenized"] = tf.strings.reduce_join(
-          context[:kept], separator=fewshot.SEGMENT_SEPARATOR)
+          context[:kept], separator=prompts.SEGMENT_SEPARATOR)
+      definitions = tf.reduce_sum(tf.cast(tf.strings.regex_full_match(
+          context, "(?s)" + prompts.DEFINITION + ".*"), tf.int32))
+      out[CONTEXT_FIT] = tf.stack([tf.cast(kept, tf.int32) - definitions,
+                                   tf.size(context) - definitions])
       out["inputs"] = vocabulary.encode_tf(record["input"])
       out["inputs_pretokenized"] = record["input"]
     elif form == "concat":
@@ -108,7 +133,7 @@ def render(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature
       ids, kept = fewshot.fit_segments(vocabulary.encode_tf(context), budget, keep_first=False)
       out["inputs"] = tf.concat([ids, query_ids], axis=0)
       out["inputs_pretokenized"] = tf.strings.reduce_join(
-          tf.concat([context[:kept], [query]], axis=0), separator=fewshot.SEGMENT_SEPARATOR)
+          tf.concat([context[:kept], [query]], axis=0), separator=prompts.SEGMENT_SEPARATOR)
     elif form == "xonly":
       out["inputs"] = vocabulary.encode_tf(record["input"])
       out["inputs_pretokenized"] = record["input"]

@@ -39,24 +39,25 @@ is then (batch, example) and is saved with the checkpoint.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import inspect
 import json
+import multiprocessing
 import os
 import re
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from absl import logging
 import numpy as np
 import seqio
+import tensorflow as tf
+from absl import logging
+from tqdm import tqdm
 
+import hypert5_tasks  # noqa: F401
 from hypert5.errors import ConfigError, DataError
-from hypert5_tasks import example_cache
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import lm
-from hypert5_tasks import sampling
+from hypert5_tasks import example_cache, fewshot, forms, lm, sampling
 
 RATES_FOLDER = "_rates"
 TASK_FEATURES = ("hyper_inputs", "inputs", "targets")
@@ -208,7 +209,6 @@ class TaskStream:
   def _tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
     if not texts:
       return []
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     vocabulary = self.task.output_features["inputs"].vocabulary
     ids = vocabulary.encode_tf(tf.constant(list(texts)))
     return [np.asarray(row, np.int32) for row in ids.to_list()]
@@ -478,7 +478,6 @@ class IndexedMixture:
 
 def _build_one(task_name: str, split: str, root: str, max_pieces: int | None) -> dict:
   """Builds one task's cache (in a worker process: everything by name)."""
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
   task = seqio.get_mixture_or_task(task_name)
   return example_cache.build(cache_spec(task, split, recipe_of(task)), root,
                              max_pieces=max_pieces)
@@ -493,7 +492,6 @@ def build_caches(specs: Sequence[example_cache.CacheSpec], root: str, *, workers
                  max_pieces: int | None = None, progress: bool = True) -> list[dict]:
   """Builds the caches of `specs` (their manifests, in order), with a progress bar;
   `workers` > 1 builds several tasks at once, in processes of their own."""
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
   logging.info("preprocessing %d task(s) into %s", len(specs), root)
   manifests: list[dict | None] = [None] * len(specs)
   with tqdm(total=len(specs), desc="preprocessing", unit="task", disable=not progress,
@@ -504,8 +502,6 @@ def build_caches(specs: Sequence[example_cache.CacheSpec], root: str, *, workers
         manifests[i] = example_cache.build(spec, root, max_pieces=max_pieces)
         bar.update()
       return manifests
-    import concurrent.futures  # pylint: disable=import-outside-toplevel
-    import multiprocessing  # pylint: disable=import-outside-toplevel
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_setup,
         initargs=(dict(os.environ),)) as pool:

@@ -20,15 +20,12 @@ tasks can be packed.
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from collections.abc import Mapping
 
 import seqio
 import tensorflow as tf
 
-from hypert5_tasks import caclm
-from hypert5_tasks import embedded_corpus
-from hypert5_tasks import forms
-from hypert5_tasks import sources
+from hypert5_tasks import caclm, embedded_corpus, forms, sources
 from hypert5_tasks import vocab as vocab_lib
 
 TASK = "embedded_lm"

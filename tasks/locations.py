@@ -18,15 +18,13 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from hypert5.errors import MissingDataError
+
 ENV_VOCAB = "HYPERT5_VOCAB"
 ENV_TFDS = "TFDS_DATA_DIR"
 ENV_P3 = "HYPERT5_P3_DIR"
 ENV_METAICL = "HYPERT5_METAICL_DIR"
 ENV_SNI = "HYPERT5_SNI_DIR"
-
-
-class MissingDataError(FileNotFoundError):
-  """A benchmark's local copy is missing; the message says how to get it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,19 +34,15 @@ import json
 import os
 import pathlib
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from absl import logging
 import numpy as np
 import seqio
+from absl import logging
 
-from hypert5 import metrics
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import locations
+from hypert5.text import metrics, prompts
+from hypert5_tasks import fewshot, forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -170,7 +166,7 @@ def fewshot_context(root: str, task: str, seed: int, k: int = TEST_K) -> list[st
   if len(lines) > k:
     logging.warning("%s has %d lines; using the first %d as the few-shot set", path,
                     len(lines), k)
-  return [fewshot.format_pair(line["input"], line["output"]) for line in lines[:k]]
+  return [prompts.format_pair(line["input"], line["output"]) for line in lines[:k]]
 
 
 def test_reader(root: str | None, task: str, data_seed: int, task_name: str):

@@ -49,19 +49,17 @@ import os
 import pathlib
 import re
 import struct
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
-from absl import logging
 import numpy as np
+import pyarrow.parquet as pq
 import seqio
+from absl import logging
+from tensorflow.core.example import example_pb2
 
-from hypert5 import metrics
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import locations
+from hypert5.text import metrics, prompts
+from hypert5_tasks import fewshot, forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -172,7 +170,6 @@ def _tfrecord_payloads(path: str) -> Iterator[bytes]:
 
 
 def _parse_example(payload: bytes) -> dict:
-  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
 
   row = {}
   for key, feature in example_pb2.Example.FromString(payload).features.feature.items():
@@ -206,7 +203,6 @@ def iter_rows(files: SubsetFiles, columns: Sequence[str], shard: sources.Shard =
           yield _parse_example(payload)
         count += 1
     return
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
 
   pieces = []  # (path, row group, first row, rows) in file order
   for path in files.paths:
@@ -327,7 +323,6 @@ def train_reader(root: str | None, subset: str, task_name: str):
     files = find_files(root, subset, split)
     columns = ["inputs_pretokenized", "targets_pretokenized"]
     if files.kind == "parquet":
-      import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
       if "answer_choices" in pq.ParquetFile(files.paths[0]).schema_arrow.names:
         columns.append("answer_choices")
 
@@ -348,7 +343,7 @@ def fixed_fewshot_pairs(root: str | None, subset: str, num_shots: int, seed: int
                               files.paths[0]))
   pool = [(x, choices[label]) for x, choices, label in pool if label >= 0]
   chosen = fewshot.choose_fixed(pool, num_shots, seed, f"P3 {subset} train split")
-  return [fewshot.format_pair(x, y) for x, y in chosen]
+  return [prompts.format_pair(x, y) for x, y in chosen]
 
 
 def eval_reader(root: str | None, subset: str, task_name: str, num_shots: int, fewshot_seed: int):

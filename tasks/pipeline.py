@@ -20,13 +20,14 @@ tf.data cannot checkpoint).
 
 Evaluation reads tasks one by one (`hypert5.eval`), not through this function:
 each held-out task has one fixed few-shot set, so one phi per task, and the
-task says how it is scored (hypert5_tasks/scoring.py).
+task says how it is scored (tasks/scoring.py).
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
+import jax
 import seqio
 import tensorflow as tf
 
@@ -36,7 +37,6 @@ from hypert5_tasks import forms
 
 def process_shard() -> tuple[int, int]:
   """(shard_index, num_shards) of this JAX process."""
-  import jax  # pylint: disable=import-outside-toplevel
   return jax.process_index(), jax.process_count()
 
 

@@ -17,7 +17,8 @@ task features the same way for all of them. A record is a dict of tensors:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -36,7 +37,7 @@ QUERY_SIGNATURE = {
 CONTEXT_SIGNATURE = {**QUERY_SIGNATURE, CONTEXT: tf.TensorSpec([None], tf.string)}
 
 
-def make_record(task_name: str, input: str, target: str, *,  # pylint: disable=redefined-builtin
+def make_record(task_name: str, input: str, target: str, *,  # noqa: A002  (the field's name)
                 references: Sequence[str] | None = None,
                 answer_choices: Sequence[str] = (), label: int = -1,
                 context: Sequence[str] | None = None) -> dict[str, Any]:

@@ -135,7 +135,7 @@ class Permutation:
     return out.astype(np.int64).reshape(values.shape)
 
   @classmethod
-  def table(cls, n: int, key_: int) -> "Permutation":
+  def table(cls, n: int, key_: int) -> Permutation:
     """Another bijection of [0, n) for the same key, as a table (for small n): the
     indices sorted by their hashes, in one vectorized sort."""
     made = cls(n, key_)

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from hypert5 import metrics
+from hypert5.text import metrics
 
 PerTask = Mapping[str, Mapping[str, float]]  # task (without form suffix) -> {metric: value}
 
@@ -143,4 +144,4 @@ def check_declared(tasks: Sequence) -> None:
   for task in tasks:
     if not task.metric_fns:
       raise ValueError(f"task {task.name!r} declares no metric_fns, so it cannot be "
-                       "evaluated (see hypert5_tasks/scoring.py)")
+                       "evaluated (see tasks/scoring.py)")

@@ -45,20 +45,15 @@ import json
 import os
 import pathlib
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
-from absl import logging
 import numpy as np
 import seqio
+from absl import logging
 
-from hypert5 import metrics
-from hypert5 import prompts
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import locations
+from hypert5.text import metrics, prompts
+from hypert5_tasks import forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 DATA = pathlib.Path(__file__).parent / "data"

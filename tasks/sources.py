@@ -20,7 +20,7 @@ For the example cache (example_cache.py) a source may also say
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import seqio
 import tensorflow as tf

@@ -30,7 +30,7 @@ Scoring (scoring.py): `metric` names one for every task, or a dict
 classification and accuracy, otherwise greedy generation and ROUGE-L. Names:
   accuracy     rank classification over the options when the task has them,
                else generation and MetaICL's stripped exact match
-  rouge_l, exact_match, macro_f1    generation (hypert5.metrics)
+  rouge_l, exact_match, macro_f1    generation (hypert5/text/metrics.py)
 or SeqIO metric functions: fn(targets, predictions) (generation; targets are
 the lists of references) or fn(targets, scores) (rank classification; targets
 are the correct options' indices).
@@ -46,20 +46,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
 
-from absl import logging
 import seqio
+from absl import logging
 
-from hypert5 import cli
-from hypert5 import metrics as metrics_lib
+from hypert5 import files
 from hypert5.errors import DataError
-from hypert5 import prompts
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
+from hypert5.text import metrics as metrics_lib
+from hypert5.text import prompts
+from hypert5_tasks import fewshot, forms, scoring, sources
 from hypert5_tasks import records as records_lib
-from hypert5_tasks import scoring
-from hypert5_tasks import sources
 from hypert5_tasks import vocab as vocab_lib
 
 SPLITS = ("train", "test")
@@ -69,7 +66,7 @@ GENERATION_METRICS = {"rouge_l": metrics_lib.rouge_l, "exact_match": metrics_lib
                       "macro_f1": metrics_lib.macro_f1}
 METRIC_NAMES = ("accuracy",) + tuple(GENERATION_METRICS)
 
-Metric = Union[str, Callable, Sequence[Union[str, Callable]]]
+Metric = str | Callable | Sequence[str | Callable]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +92,7 @@ class UserTask:
 def read_lines(path: str) -> tuple[Line, ...]:
   """The validated lines of one task file; errors name the file and line."""
   lines = []
-  for where, row in cli.read_jsonl(path, ("input", "output"), DataError):
+  for where, row in files.read_jsonl(path, ("input", "output"), DataError):
     unknown = sorted(set(row) - set(KEYS))
     if unknown:
       raise DataError(f"{where}: unknown key(s) {unknown}; a line has 'input', 'output' "
@@ -203,7 +200,7 @@ def fixed_context(task: UserTask, num_shots: int, seed: int) -> list[str]:
   """The test split's few-shot set: the definition, then num_shots train pairs."""
   pool = task.splits.get("train", ())
   chosen = fewshot.choose_fixed(pool, min(num_shots, len(pool)), seed, task.folder)
-  return _definition_segments(task) + [fewshot.format_pair(l.input, l.output) for l in chosen]
+  return _definition_segments(task) + [prompts.format_pair(e.input, e.output) for e in chosen]
 
 
 def _task_files(task: UserTask, split: str) -> list[str]:

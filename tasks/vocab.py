@@ -27,9 +27,10 @@ import io
 import os
 import pathlib
 
+import sentencepiece as spm
 import seqio
 
-from hypert5_tasks import locations
+from hypert5_tasks import embedded_corpus, embedded_rules, forms, locations
 
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
 EXTRA_IDS = 100
@@ -67,11 +68,6 @@ def first_sentinel_id(vocabulary: seqio.Vocabulary) -> int:
 
 
 def _training_lines() -> list[str]:
-  # Imported here: these modules import this one for their vocabularies.
-  from hypert5_tasks import embedded_corpus  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import embedded_rules  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
-
   lines = []
   for work in embedded_corpus.work_names():
     lines.extend(embedded_corpus.text_lines(work))
@@ -82,8 +78,6 @@ def _training_lines() -> list[str]:
 
 def train_embedded_model(vocab_size: int = EMBEDDED_VOCAB_SIZE) -> bytes:
   """Trains the embedded SentencePiece model; the same bytes on every run."""
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-
   spm.set_random_generator_seed(_TRAINING_SEED)
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(

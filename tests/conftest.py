@@ -5,12 +5,12 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests measure numerics, not speed: compile as --quick runs do (XLA's backend
 # optimizations off, the faster-compiling emitters). Set before JAX starts.
-from hypert5 import cli  # noqa: E402  # imports nothing heavy
+from hypert5 import cli  # imports nothing heavy
 
 cli.fast_compile_for_smoke_runs()
 # Many tests (and the train/eval subprocesses they start) compile the same
 # programs: share JAX's persistent compilation cache between them.
-import tempfile  # noqa: E402
+import tempfile
 
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(tempfile.gettempdir(), "hypert5-test-compilation-cache"))
@@ -20,10 +20,9 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 os.environ.setdefault("HYPERT5_DATA_CACHE",
                       os.path.join(tempfile.gettempdir(), "hypert5-test-data-cache"))
 
+import fixtures_tasks
 import numpy as np
 import pytest
-
-import fixtures_tasks
 
 # -- Real data samples: where they are, and how many of their tests ran ------------
 
@@ -78,7 +77,8 @@ def spm_path(tmp_path_factory):
   corpus = directory / "corpus.txt"
   write_corpus(corpus)
   spm.SentencePieceTrainer.train(
-      input=str(corpus), model_prefix=str(directory / "spiece"), vocab_size=64, hard_vocab_limit=False,
+      input=str(corpus), model_prefix=str(directory / "spiece"), vocab_size=64,
+      hard_vocab_limit=False,
       model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
       minloglevel=2)
   return str(directory / "spiece.model")
@@ -87,6 +87,7 @@ def spm_path(tmp_path_factory):
 def make_hf_t5(directory, spm_path=None, seed=0, **overrides):
   """Saves a randomly initialized HuggingFace T5 with an untied LM head (unless tied)."""
   import shutil
+
   import torch
   from transformers import T5Config, T5ForConditionalGeneration
   values = dict(vocab_size=131, d_model=32, d_kv=8, d_ff=48, num_heads=4, num_layers=2,
@@ -126,8 +127,7 @@ def _forward(model, params, encoder_tokens, decoder_input_tokens, rngs=None, **k
 
 
 # Jitted model call for tests: one compilation instead of slow op-by-op dispatch.
-import functools  # noqa: E402
-import jax  # noqa: E402
+import jax
 
 forward = jax.jit(_forward, static_argnums=0, static_argnames=("deterministic",))
 

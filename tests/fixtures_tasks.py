@@ -76,8 +76,8 @@ def p3_score_eval_rows(count: int, choices=("True", "False", "Neither"), prefix:
 
 
 def write_p3_parquet(root, subset: str, split: str, rows, row_group_size: int = 64) -> str:
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa
+  import pyarrow.parquet as pq
 
   folder = os.path.join(root, "data", subset)
   os.makedirs(folder, exist_ok=True)
@@ -93,7 +93,7 @@ def write_p3_parquet(root, subset: str, split: str, rows, row_group_size: int = 
 
 
 def _tf_feature(value):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   values = value if isinstance(value, list) else [value]
   if values and isinstance(values[0], str):
@@ -105,7 +105,7 @@ def _tf_feature(value):
 
 def write_p3_tfrecord(root, subset: str, split: str, rows, with_stats: bool = True) -> str:
   """The older layout: {split}.tfrecord-00000-of-00001 with info and stats JSON."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf
 
   folder = os.path.join(root, "data", subset)
   os.makedirs(folder, exist_ok=True)

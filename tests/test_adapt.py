@@ -9,10 +9,13 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import REPO, run_train
-from hypert5 import adapt, adapters, decoding, errors, hf, t5
-from hypert5.t5_config import get_size
+
+from hypert5 import errors
+from hypert5.formats import adapters, hf
+from hypert5.inference import api
+from hypert5.model import decoding, t5
+from hypert5.model.t5_config import get_size
 
 EXAMPLES = [("To be, or not to be: that is the question. Options: tiger, candle", "candle"),
             ("Now is the winter of our discontent. Options: tiger, candle", "tiger"),
@@ -44,14 +47,14 @@ def run_adapt(*args):
 ])
 def test_bad_examples_file_names_file_and_line(tmp_path, lines, message):
   path = write_jsonl(tmp_path / "x.jsonl", lines)
-  with pytest.raises(adapt.ExamplesError, match=message):
-    adapt.read_examples(path)
+  with pytest.raises(errors.ExamplesError, match=message):
+    api.read_examples(path)
 
 
 def test_more_than_sixteen_examples_keeps_the_first_and_says_so(tmp_path, caplog):
   path = examples_file(tmp_path / "x.jsonl", [(f"line {i}", str(i)) for i in range(20)])
   with caplog.at_level(logging.WARNING, logger="hypert5.adapt"):
-    examples = adapt.read_examples(path)
+    examples = api.read_examples(path)
   assert examples == [(f"line {i}", str(i)) for i in range(16)]
   assert "has 20 examples; using the first 16" in caplog.text
 
@@ -61,7 +64,7 @@ def test_cli_writes_the_phi_of_one_forward_pass(tmp_path, tiny_hyper_run):
   result = run_adapt(f"--checkpoint={tiny_hyper_run}", f"--examples={path}",
                      f"--out={tmp_path / 'adapter'}", "--definition=Pick the odd one.")
   assert result.returncode == 0, result.stderr[-3000:]
-  hyper = adapt.Hypermodel(tiny_hyper_run)
+  hyper = api.Run(tiny_hyper_run)
   peft, phi = adapters.load_adapter(str(tmp_path / "adapter"), hyper.downstream_config)
   assert peft == hyper.peft_config
   expected = hyper.phi(EXAMPLES, "Pick the odd one.")
@@ -81,7 +84,7 @@ def test_cli_writes_the_phi_of_one_forward_pass(tmp_path, tiny_hyper_run):
 
 def test_a_run_without_a_hypermodel_is_a_config_error(tmp_path, tiny_hyper_run):
   with pytest.raises(errors.CheckpointError, match="not a training run"):
-    adapt.Hypermodel(str(tmp_path))
+    api.Run(str(tmp_path))
   run = tmp_path / "baseline"
   (run / "checkpoints").mkdir(parents=True)
   config = json.load(open(os.path.join(tiny_hyper_run, "config.json")))
@@ -89,7 +92,7 @@ def test_a_run_without_a_hypermodel_is_a_config_error(tmp_path, tiny_hyper_run):
   (run / "config.json").write_text(json.dumps(config))
   with pytest.raises(errors.ConfigError, match=r"baseline: experiment 'shared_peft' has no "
                                                "hypermodel"):
-    adapt.Hypermodel(str(run))
+    api.Run(str(run))
   result = run_adapt(f"--checkpoint={run}", f"--examples={examples_file(tmp_path / 'x.jsonl')}",
                      f"--out={tmp_path / 'adapter'}")
   assert result.returncode == 1 and "has no hypermodel" in result.stderr
@@ -97,7 +100,7 @@ def test_a_run_without_a_hypermodel_is_a_config_error(tmp_path, tiny_hyper_run):
 
 
 def test_examples_that_do_not_fit_are_dropped_whole(tiny_hyper_run, caplog):
-  hyper = adapt.Hypermodel(tiny_hyper_run)
+  hyper = api.Run(tiny_hyper_run)
   long_examples = [(" ".join(["word"] * 60), "yes")] * 16
   with caplog.at_level(logging.WARNING, logger="hypert5.adapt"):
     ids, kept = hyper.encode(long_examples)
@@ -125,7 +128,7 @@ def test_lora_run_exports_a_peft_adapter_that_reproduces_our_scores(tmp_path):
                      f"--out={tmp_path / 'peft'}", "--format=peft")
   assert result.returncode == 0, result.stderr[-3000:]
 
-  hyper = adapt.Hypermodel(str(run))
+  hyper = api.Run(str(run))
   phi = hyper.phi(EXAMPLES)
   _, params = hf.load_hf_checkpoint(hf_dir)
   inputs, targets = np.array([[12, 13, 14, 15, 1]]), np.array([[20, 21, 1]])

@@ -7,13 +7,18 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
-
 from conftest import REPO, TINY_CONFIG
-import hypert5
-from hypert5 import adapters, api, cli, decoding, errors, eval as eval_lib
 from test_user_tasks import code_blocks, readme_section
+
+import hypert5
+from hypert5 import cli, errors
+from hypert5.formats import adapters
+from hypert5.inference import evaluate as eval_lib
+from hypert5.inference import infer
+from hypert5.training import trainer_setup
 
 
 def test_import_hypert5_imports_neither_jax_nor_tensorflow():
@@ -29,7 +34,7 @@ def test_import_hypert5_imports_neither_jax_nor_tensorflow():
   assert result.stdout.split("\n")[0] == "[] ['jax']"
   assert set(hypert5.__all__) <= set(dir(hypert5))
   with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-    hypert5.nothing  # pylint: disable=pointless-statement
+    hypert5.nothing  # noqa: B018  (the attribute lookup is what is tested)
 
 
 def test_readme_python_api_runs_as_written(tmp_path, monkeypatch, capsys, tiny_hyper_run):
@@ -38,7 +43,7 @@ def test_readme_python_api_runs_as_written(tmp_path, monkeypatch, capsys, tiny_h
   os.symlink(tiny_hyper_run, tmp_path / "runs" / "tiny")
   monkeypatch.chdir(tmp_path)
   namespace = {}
-  exec(compile(code, "README.md (Python API)", "exec"), namespace)  # pylint: disable=exec-used
+  exec(compile(code, "README.md (Python API)", "exec"), namespace)  # noqa: S102  (the README)
   scores_line, answer_line = capsys.readouterr().out.splitlines()[-2:]
   scores = json.loads(scores_line)
   assert len(scores) == 2 and all(np.isfinite(scores)) and scores[0] != scores[1]
@@ -83,7 +88,7 @@ def test_phi_scores_and_answers_equal_hypert5_eval(tmp_path, tiny_hyper_run):
   examples = eval_lib.read_task(task, "test", run.lengths, 4)
   pairs = [(e.input, e.output) for e in heldout[0].shots]
   ids, _ = run.encode(pairs)
-  want, _ = decoding.pad_batch([examples[0]["hyper_inputs"]], run.lengths["hyper_inputs"])
+  want, _ = infer.pad_rows([examples[0]["hyper_inputs"]], run.lengths["hyper_inputs"], 1)
   np.testing.assert_array_equal(ids, want)
   evaluator = eval_lib.Evaluator(run.models, {"hyper": run.hyper_params,
                                               "downstream": run.downstream_params},
@@ -145,7 +150,9 @@ def test_hyper_init_of_peft_finetuning_is_the_api_phi(tmp_path, tiny_hyper_run):
   """`init.peft=hyper` (paper section 6) starts PEFT training from the phi the API
   makes for the examples file."""
   import jax
-  from hypert5 import adapt, experiment, partitioning
+
+  from hypert5 import experiment
+  from hypert5.model import partitioning
   examples = [("Now is the winter of our discontent. Options: hill, deer", "hill"),
               ("To be, or not to be: that is the question. Options: hill, deer", "deer")]
   path = tmp_path / "shots.jsonl"
@@ -157,9 +164,73 @@ def test_hyper_init_of_peft_finetuning_is_the_api_phi(tmp_path, tiny_hyper_run):
   models = experiment.build_models(config)
   mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes)
   shardings = experiment.param_shardings(models, "shared", mesh, config.logical_axis_rules)
-  shared = adapt.initial_shared_peft(config, models, None, None, shardings, None, None,
+  shared = trainer_setup.initial_shared_peft(config, models, None, None, shardings, None, None,
                                      jax.random.PRNGKey(0))
   phi = hypert5.load(tiny_hyper_run).phi(examples)
   np.testing.assert_array_equal(np.asarray(shared["prefix"]), np.asarray(phi["prefix"][0]))
   # Named as the shared PEFT module's own parameters.
   assert set(shared) == set(experiment.abstract_params(models, "shared"))
+
+
+def _often_predicting(params, token: int):
+  """Downstream parameters whose decoding steps often pick `token`."""
+  kernel = np.asarray(params["logits_dense"]["kernel"]).copy()
+  kernel[:, token] = 100.0 * np.abs(kernel).max()
+  return {**params, "logits_dense": {"kernel": kernel}}
+
+
+def test_api_and_eval_write_the_same_answer_for_ids_the_vocabulary_cannot_spell(tiny_hyper_run):
+  """The model's output layer (2,112) is larger than its SentencePiece model with
+  SeqIO's extra ids (2,100): ids 2,100-2,111 have no piece. Both paths write them as
+  the unknown piece, the same string."""
+  run = hypert5.load(tiny_hyper_run)
+  unspellable = run.vocabulary.vocab_size + 5
+  assert unspellable < run.downstream_config.vocab_size
+  params = _often_predicting(run.downstream_params, unspellable)
+  run.__dict__["downstream_params"] = params  # the cached property, replaced
+  phi = run.phi([("a b", "c")])
+  queries = ["to be or not to be", "now is the winter"]
+  answers = run.generate(queries, phi)
+  assert "⁇" in " ".join(answers)  # the unspellable id was decoded
+  task = eval_lib.mixture_tasks("embedded_fewshot_test", "hyper")[0]
+  examples = [{"inputs": run.inference.tokenize(q, "inputs"),
+               "hyper_inputs": list(run.encode([("a b", "c")])[0][0])} for q in queries]
+  evaluator = eval_lib.Evaluator(run.models, {"hyper": run.hyper_params, "downstream": params},
+                                 task.output_features["targets"].vocabulary, run.lengths,
+                                 batch_size=run.batch_size,
+                                 max_decode_length=run.max_decode_length)
+  assert [g["prediction"] for g in evaluator.generate(examples)] == answers
+
+
+def test_a_second_call_of_the_same_size_does_not_compile_again(tiny_hyper_run):
+  """Scores and answers run at the run's fixed shapes: new texts of other lengths,
+  more choices and more queries (up to a batch) reuse the compiled programs."""
+  from jax import monitoring
+  run = hypert5.load(tiny_hyper_run)
+  phi = run.phi([("a b", "c")])
+  run.score("to be", ["hill", "deer"], phi)
+  run.generate(["to be"], phi)
+  compiled = []
+  listener = lambda event, duration, **kwargs: compiled.append(event)
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    run.phi([("now is the winter of our discontent", "hill"), ("x", "y")])
+    run.score("a horse a horse my kingdom", ["a", "longer answer choice", "c"], phi)
+    run.generate(["one", "two queries, the second longer"], phi)
+    jax.jit(lambda x: x * 3 + 1)(np.ones(3))  # one new program: the listener hears it
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert len([e for e in compiled if e.endswith("backend_compile_duration")]) == 1, compiled
+
+
+def test_saving_onto_an_existing_adapter_is_refused_unless_overwrite(tmp_path, tiny_hyper_run):
+  run = hypert5.load(tiny_hyper_run)
+  first, second = run.phi([("a b", "c")]), run.phi([("d e", "f")])
+  target = tmp_path / "adapter"
+  run.save_adapter(first, str(target))
+  with pytest.raises(errors.AdapterError, match=f"{target}: already exists"):
+    run.save_adapter(second, str(target))
+  np.testing.assert_array_equal(run.load_adapter(str(target))["prefix"], first["prefix"])
+  run.save_adapter(second, str(target), overwrite=True)
+  np.testing.assert_array_equal(run.load_adapter(str(target))["prefix"], second["prefix"])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]  # nothing left beside it

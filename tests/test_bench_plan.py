@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, TINY_CONFIG
 
 
@@ -18,7 +17,7 @@ def run_module(module, *args, timeout=300):
 
 
 def json_lines(stdout):
-  return [json.loads(l) for l in stdout.splitlines() if l.startswith("{")]
+  return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 def positive_finite(x):
@@ -26,9 +25,9 @@ def positive_finite(x):
 
 
 def test_flops_formula_counts_one_encoder_layer_by_hand():
-  from hypert5 import bench
-  from hypert5.peft import PeftConfig
-  from hypert5.t5_config import T5Config
+  from hypert5.model.peft import PeftConfig
+  from hypert5.model.t5_config import T5Config
+  from hypert5.tools import bench
   cfg = T5Config(vocab_size=10, d_model=8, d_kv=2, d_ff=16, num_heads=2, num_encoder_layers=1,
                  num_decoder_layers=1)
   s, p, d, h, f = 5, 3, 8, 4, 16
@@ -47,7 +46,7 @@ def test_gemm_floor_times_every_matmul_of_the_plain_t5_step():
   FLOPs must be the bench's formula plus the relative-position one-hot, and
   training must do three times the forward's (the one-hot, applied to integer
   buckets, only gets a weight gradient)."""
-  from hypert5 import bench
+  from hypert5.tools import bench
   setup = bench.build(bench.preset_config("tiny", "t5"))
   cfg, data = setup.models.downstream.config, setup.config.data
   assert cfg.scan_layers  # the scanned body's dots must be counted once per layer
@@ -63,7 +62,7 @@ def test_gemm_floor_times_every_matmul_of_the_plain_t5_step():
   assert train_flops == bench.train_flops(setup.config) + 2 * relpos
 
   lines = bench.gemm_floor(setup, {"preset": "tiny"}, repeats=1)
-  assert [(l["impl"], l["pass"]) for l in lines] == [
+  assert [(row["impl"], row["pass"]) for row in lines] == [
       ("xla", "train"), ("xla", "forward"), ("torch", "train"), ("torch", "forward")]
   for line in lines:
     expected = train_flops if line["pass"] == "train" else forward_flops
@@ -76,8 +75,9 @@ NO_TENSORFLOW = f"""
 import sys
 for name in ("tensorflow", "seqio", "tensorflow_datasets", "torch", "transformers"):
   sys.modules[name] = None  # `import name` now raises ImportError
-import hypert5.bench, hypert5.plan, hypert5.train
-from hypert5 import cli, trainer_setup
+import hypert5.tools.bench, hypert5.plan, hypert5.train
+from hypert5 import cli
+from hypert5.training import trainer_setup
 for arg in ("tiny,prefix", "large,lora", "xl,t5"):
   config = cli.load_config({BENCH_CONFIG!r}, arg)
   config.model.attention_impl = "xla"  # cuDNN's is traced only where there is a GPU
@@ -104,7 +104,7 @@ def test_tiny_bench_prints_train_and_inference_lines():
   for line in lines:
     by_bench.setdefault(line["bench"], []).append(line)
   assert positive_finite(by_bench["peak"][0]["measured_matmul_tflops"])
-  assert [l["kind"] for l in by_bench["train"]] == ["prefix", "lora"]
+  assert [row["kind"] for row in by_bench["train"]] == ["prefix", "lora"]
   for line in by_bench["train"]:
     for key in ("step_s", "tokens_per_s", "model_tflop_per_step", "achieved_tflops",
                 "peak_tflops", "mfu", "measured_matmul_tflops", "loss"):
@@ -129,8 +129,13 @@ def test_bench_step_is_the_step_train_runs(tmp_path):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from hypert5 import bench, checkpoints, cli, data, experiment, train, trainer_setup
-  from hypert5.optim import make_optimizer
+
+  from hypert5 import cli, experiment
+  from hypert5.formats import checkpoints
+  from hypert5.tools import bench
+  from hypert5.training import data, trainer_setup
+  from hypert5.training import loop as train
+  from hypert5.training.optim import make_optimizer
   (run,) = bench.plan_runs("tiny", "prefix")
   ours = run["setup"]
 
@@ -167,7 +172,9 @@ def test_bench_step_is_the_step_train_runs(tmp_path):
 PLAN_EQUALS_TRAIN = """
 import json, sys
 import jax.numpy as jnp
-from hypert5 import cli, data, plan, trainer_setup
+from hypert5 import cli
+from hypert5.training import data, trainer_setup
+from hypert5.tools import plan
 config = cli.load_config(sys.argv[1])
 config.data.source = "synthetic"
 config.mesh_shape, config.mesh_axes = (4, 2), ("data", "model")
@@ -227,7 +234,8 @@ def test_bench_rejects_bad_input_before_compiling(args, devices, message):
 def expected_frozen_bytes_per_device(model_ways):
   """Downstream T5 of configs/tiny.py: a leaf with a logical axis that maps to `model`
   is split `model_ways` ways, every other leaf is replicated."""
-  from hypert5 import cli, experiment, partitioning, t5
+  from hypert5 import cli, experiment
+  from hypert5.model import partitioning, t5
   cfg = experiment.t5_config(cli.load_config(TINY_CONFIG))
   to_model = {name for name, mesh in partitioning.DEFAULT_RULES if mesh == "model"}
   shapes = t5.param_shapes(cfg)
@@ -235,7 +243,8 @@ def expected_frozen_bytes_per_device(model_ways):
   import jax
   total = 0
   for x, names in zip(jax.tree.leaves(shapes),
-                      jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, jax.sharding.PartitionSpec))):
+                      jax.tree.leaves(axes, is_leaf=lambda a: isinstance(
+                          a, jax.sharding.PartitionSpec))):
     ways = model_ways if set(names) & to_model else 1
     total += math.prod(x.shape) * 4 // ways
   return total

@@ -18,7 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from hypert5 import cli, experiment, paper, partitioning, t5
+from hypert5 import cli, experiment
+from hypert5.experiments import paper
+from hypert5.model import partitioning, t5
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS, KINDS, SCALES = tuple(paper.BENCHMARKS), paper.KINDS, tuple(paper.SCALES)
@@ -195,15 +197,14 @@ def test_xl_sharded_dimensions_divide_the_model_axis(arg):
 
 def test_mixtures_are_registered():
   pytest.importorskip("seqio")
-  from hypert5 import data
-  from hypert5_tasks import caclm, scoring
+  from hypert5_tasks import caclm, forms, scoring
   checked = set()
   for name, arg in ALL:
     c = load(name, arg)
     form = experiment.data_form(c)
     for mixture in (c.data.mixture, c.eval.mixture if name != "hyperpretrain" else None):
       if mixture and (mixture, form) not in checked:
-        assert data.resolve_mixture(mixture, form), (name, arg, mixture)
+        assert forms.resolve_mixture(mixture, form), (name, arg, mixture)
         checked.add((mixture, form))
     if name != "hyperpretrain":
       # Each evaluation mixture declares its benchmark (how its results add up).
@@ -277,12 +278,21 @@ def test_bad_args_name_the_arg(name, arg, match):
 
 
 def test_demo_config_benchmark_flags_switch_every_mixture():
-  from hypert5_tasks import embedded_fewshot, embedded_icl
+  from hypert5_tasks import embedded_benchmarks, embedded_fewshot, embedded_icl
   demo = os.path.join(REPO, "configs", "demo.py")
   module = cli.load_config_module(demo)  # TF-free: it names the benchmarks, not imports them
   assert module.BENCHMARK == embedded_icl.BenchmarkConfig().name
   assert module.RULES_BENCHMARK == embedded_fewshot.BenchmarkConfig().name
-  assert module.CONTROL_BENCHMARK == embedded_fewshot.CONTROL.name
+  assert module.CONTROL_BENCHMARK == embedded_benchmarks.by_flag("control").name
+  # Each benchmark of the table under its flag, as the commands pass it.
+  assert module.BENCHMARKS == {b.flag: b.name for b in embedded_benchmarks.BENCHMARKS.values()}
+  for benchmark in embedded_benchmarks.BENCHMARKS.values():
+    flags = f",{benchmark.flag}" if benchmark.flag else ""
+    config = cli.load_config(demo, "mtf_prefix" + flags)
+    assert (config.data.mixture, config.eval.mixture) == (benchmark.train_mixture,
+                                                          benchmark.test_mixture)
+    finetune = cli.load_config(demo, "peft_finetune" + flags)
+    assert finetune.data.mixture in benchmark.heldout_task_names()
   for stage in module.STAGES + ("peft_finetune",):
     plain = cli.load_config(demo, stage)
     rules, control = (cli.load_config(demo, f"{stage},{flag}") for flag in ("rules", "control"))

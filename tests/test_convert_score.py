@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import make_hf_t5
 from transformers import T5ForConditionalGeneration
 
-from conftest import make_hf_t5
-from hypert5 import checkpoints, errors, hf, score, t5
-from hypert5.vocab import Vocabulary
+from hypert5 import errors, score
+from hypert5.formats import checkpoints, hf
+from hypert5.text.vocab import Vocabulary
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +57,7 @@ def test_score_cli_matches_huggingface_log_likelihoods(tmp_path, hf_t5_dir):
     result = run_module("hypert5.score", f"--checkpoint={checkpoint}", f"--data={data}",
                         f"--output={out}", "--batch_size=3")
     assert result.returncode == 0, result.stderr
-    got = [json.loads(l) for l in out.read_text().splitlines()]
+    got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [g["num_target_tokens"] for g in got] == [len(t) for _, t in ids]
     np.testing.assert_allclose([g["log_likelihood"] for g in got], want, atol=1e-4, rtol=1e-5)
 
@@ -199,7 +200,8 @@ def test_unknown_key_names_file_and_key(broken_copy):
 def test_pickle_checkpoints_are_refused(tmp_path, hf_t5_dir):
   shutil.copy(os.path.join(hf_t5_dir, "config.json"), tmp_path)
   (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
-  with pytest.raises(errors.CheckpointError, match="Pickle checkpoints are refused.*save_pretrained"):
+  with pytest.raises(errors.CheckpointError,
+                     match="Pickle checkpoints are refused.*save_pretrained"):
     hf.load_hf_checkpoint(str(tmp_path))
 
 

@@ -8,9 +8,10 @@ import sys
 import time
 
 import pytest
-
 from conftest import REPO
-from hypert5 import demo
+
+from hypert5 import errors
+from hypert5.experiments import demo
 
 SYSTEMS = ["T5 zero-shot", "Shared prefix", "Shared LoRA", "T5-MTF", "T5-MTF-Few-shot",
            "HyperT5-Prefix", "HyperT5-LoRA", "HyperT5-Prefix, no hyperpretraining"]
@@ -118,7 +119,7 @@ def test_second_worker_failures_are_errors_and_it_stops_with_the_first(tmp_path)
   # stdin closes (it stopped, whatever the way), the worker gets SIGTERM.
   started = tmp_path / "started"
   worker = demo.SecondWorker([sys.executable, "-c", (
-      "import sys, time; from hypert5 import demo; "
+      "import sys, time; from hypert5.experiments import demo; "
       "start = demo.wait_for_go_then_watch_stdin(); "
       f"open({str(started)!r}, 'w').write(repr(start)); time.sleep(300)")])
   worker.go(1234.5)
@@ -134,14 +135,14 @@ def test_a_workdir_of_another_benchmark_is_refused(tmp_path):
   quick = demo.Mode(quick=True)
   demo.check_workdir_mode(str(tmp_path), quick, write=True)
   demo.check_workdir_mode(str(tmp_path), quick, write=True)  # the same mode: fine
-  with pytest.raises(demo.WorkdirMismatch, match=r"in-context benchmark \(--quick\); this run is "
+  with pytest.raises(errors.ConfigError, match=r"in-context benchmark \(--quick\); this run is "
                      r"of the embedded rules benchmark: pass another --workdir"):
-    demo.check_workdir_mode(str(tmp_path), demo.Mode(rules=True), write=True)
+    demo.check_workdir_mode(str(tmp_path), demo.Mode(flag="rules"), write=True)
   # A workdir from before the mode file: its downstream model's corpus tells.
   old = tmp_path / "old"
   (old / "lm").mkdir(parents=True)
   (old / "lm" / "config.json").write_text(json.dumps({"data": {"mixture": "embedded_lm_mix"}}))
-  demo.check_workdir_mode(str(old), demo.Mode(rules=True), write=False)
-  with pytest.raises(demo.WorkdirMismatch, match="pretrained on embedded_lm_mix"):
+  demo.check_workdir_mode(str(old), demo.Mode(flag="rules"), write=False)
+  with pytest.raises(errors.ConfigError, match="pretrained on embedded_lm_mix"):
     demo.check_workdir_mode(str(old), demo.Mode(), write=True)
   assert not (old / demo.MODE_FILE).exists()

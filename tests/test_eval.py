@@ -5,18 +5,22 @@ import os
 import subprocess
 import sys
 
+import fixtures_tasks as fx
 import jax
 import numpy as np
 import pytest
 import seqio
-
-import fixtures_tasks as fx
-import hypert5_tasks  # noqa: F401  (registers the tasks)
 from conftest import REPO, TINY_CONFIG
-from hypert5 import cli, decoding, eval as eval_lib, experiment, score, t5
-from hypert5.t5_config import get_size
-from hypert5.vocab import Vocabulary
-from hypert5_tasks import metaicl, p3, scoring, sni, vocab as task_vocab
+
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import cli, experiment, score
+from hypert5.inference import api
+from hypert5.inference import evaluate as eval_lib
+from hypert5.model import t5
+from hypert5.model.t5_config import get_size
+from hypert5.text.vocab import Vocabulary
+from hypert5_tasks import metaicl, p3, scoring, sni
+from hypert5_tasks import vocab as task_vocab
 
 
 def tiny_config(**changes):
@@ -67,7 +71,7 @@ def two_heldout_tasks():
 def test_cached_phi_equals_regenerating_phi_per_query(tiny_hyper_run, two_heldout_tasks):
   config = tiny_config(**{"eval.mixture": two_heldout_tasks, "eval.max_examples": 6})
   models = experiment.build_models(config)
-  params = eval_lib.load_params(config, tiny_hyper_run, models)
+  params = api.load_params(config, tiny_hyper_run, models)
   tasks = eval_lib.mixture_tasks(two_heldout_tasks, "hyper")
   lengths = {"hyper_inputs": config.data.hyper_inputs_length,
              "inputs": config.data.inputs_length, "targets": config.data.targets_length}
@@ -105,7 +109,7 @@ def test_p3_results_average_anli_rounds_then_datasets(tmp_path):
   config = tiny_config(**{"experiment": "t5_mtf", "eval.mixture": "p3_fx_eval",
                           "data.inputs_length": 64})
   model_dir = tmp_path / "model"
-  from hypert5 import checkpoints
+  from hypert5.formats import checkpoints
   cfg = experiment.t5_config(config)
   checkpoints.save_model(str(model_dir), t5.init_params(cfg, jax.random.PRNGKey(1)), cfg)
   results, predictions = eval_lib.evaluate(config, str(model_dir), progress=False)
@@ -136,7 +140,8 @@ def test_metaicl_averages_seeds_then_tasks_and_uses_macro_f1():
   assert per_task["metaicl.glue_rte.seed13"] == {"macro_f1": pytest.approx(37.5)}
   assert per_task["metaicl.ai2_arc.seed13"] == {"accuracy": 60.0}
   benchmark = scoring.benchmark_of("metaicl_hr_to_lr_test")
-  assert benchmark.name == "metaicl" and scoring.benchmark_of("metaicl_hr_to_lr_test_xonly") == benchmark
+  assert benchmark.name == "metaicl"
+  assert scoring.benchmark_of("metaicl_hr_to_lr_test_xonly") == benchmark
   summary = eval_lib.aggregate(benchmark, per_task)
   assert summary["groups"]["glue-rte"] == pytest.approx((4 * 100 + 37.5) / 5)
   assert summary["groups"]["ai2_arc"] == pytest.approx((4 * 100 + 60) / 5)
@@ -155,6 +160,7 @@ def test_unknown_mixture_and_mismatched_checkpoint_are_clear_errors(tmp_path, ti
                     f"--output={out}", "--config.eval.mixture=embedded_fewshot_tset")
   assert result.returncode == 1
   assert "unknown mixture 'embedded_fewshot_tset'" in result.stderr
+  assert len(result.stderr.strip().splitlines()) == 1  # one line: no traceback, no TF noise
   assert "embedded_fewshot_test" in result.stderr and not out.exists()
   result = run_eval(f"--config={TINY_CONFIG}", f"--checkpoint={tiny_hyper_run}",
                     f"--output={out}", "--config.model.d_ff=96")
@@ -198,7 +204,7 @@ def test_sni_generation_keeps_100_instances_and_all_references(tmp_path):
                prefix="sni_fx", settings=("def",))
   config = tiny_config(**{"experiment": "t5_mtf", "eval.mixture": "sni_fx_def_test",
                           "eval.max_decode_length": 4, "eval.batch_size": 16})
-  from hypert5 import checkpoints
+  from hypert5.formats import checkpoints
   cfg = experiment.t5_config(config)
   checkpoints.save_model(str(tmp_path / "model"), t5.init_params(cfg, jax.random.PRNGKey(1)),
                          cfg)

@@ -9,16 +9,16 @@ import functools
 import json
 import os
 
+import fixtures_tasks
 import numpy as np
 import pytest
 import seqio
-import tensorflow as tf
 
-import fixtures_tasks
 import hypert5_tasks
 from hypert5.errors import ConfigError, DataError
-from hypert5_tasks import (example_cache, fewshot, forms, indexed, records, sampling, sni,
-                           sources, vocab as task_vocab)
+from hypert5.text import prompts
+from hypert5_tasks import example_cache, fewshot, forms, indexed, records, sampling, sni, sources
+from hypert5_tasks import vocab as task_vocab
 from hypert5_tasks.feature_converter import HyperFeatureConverter
 
 VOCAB = task_vocab.embedded_vocabulary()
@@ -219,7 +219,7 @@ def test_features_equal_the_tensorflow_forms_truncation_and_eos(cache, form):
     record_ = dict(rows[record])
     if form != "xonly":  # the xonly form reads no context
       record_["context"] = [definition] + [
-          fewshot.format_pair(rows[c]["input"], rows[c]["target"])
+          prompts.format_pair(rows[c]["input"], rows[c]["target"])
           for c in task._context_records(piece.columns, record, epoch)]
     expected = _tf_features(record_, form, lengths)
     got = s.batch(row, batch_size=1)

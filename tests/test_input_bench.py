@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from hypert5 import bench
-from hypert5 import input_bench
-from hypert5 import replicas
+from hypert5.tools import bench, input_bench, replicas
 
 MTF = {"hyper_inputs": 1024, "inputs": 384, "targets": 128}
 TINY = replicas.ReplicaSize(p3_rows=48, metaicl_lines=48, sni_instances=20, c4_documents=120,
@@ -60,7 +58,7 @@ def test_verdict_divides_the_demand_by_the_rate_of_one_core():
 
 
 def test_imports_and_plans_without_tensorflow():
-  code = ("import sys; from hypert5 import input_bench as b; "
+  code = ("import sys; from hypert5.tools import input_bench as b; "
           "b.demand(b.config_of('p3').data.to_dict() and "
           "{'hyper_inputs': 1024, 'inputs': 384, 'targets': 128}); "
           "print(sorted(m for m in ('tensorflow', 'seqio') if m in sys.modules))")
@@ -136,7 +134,8 @@ def test_measures_the_batches_train_reads(replica, mixture, pipeline, monkeypatc
 
   # The timed batches are batches 2-4 of the pipeline's stream (a function of the
   # config): their tokens, counted again from a fresh stream started there.
-  from hypert5 import data, experiment
+  from hypert5 import experiment
+  from hypert5.training import data
   features = experiment.batch_features(experiment.build_models(config), False)
   stream = input_bench._batches(config, pipeline, features, 4, 2)
   batches = [next(stream) for _ in range(3)]

@@ -187,7 +187,8 @@ def test_tpu_bad_input(args, message):
 
 def test_tpu_help():
   result = _run(TPU_POD, "--help")
-  assert result.returncode == 0 and "Usage: launch/tpu_pod.sh --tpu NAME --zone ZONE" in result.stdout
+  assert result.returncode == 0
+  assert "Usage: launch/tpu_pod.sh --tpu NAME --zone ZONE" in result.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -271,10 +272,13 @@ def test_slurm_script_runs_the_exact_argv(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--gpus-per-node", "8", "--", *COMMAND], "missing --nodes"),
     (["--nodes", "2", "--", *COMMAND], "missing --gpus-per-node"),
-    (["--nodes", "two", "--gpus-per-node", "8", "--", *COMMAND], "--nodes must be a positive integer"),
-    (["--nodes", "2", "--gpus-per-node", "0", "--", *COMMAND], "--gpus-per-node must be a positive"),
+    (["--nodes", "two", "--gpus-per-node", "8", "--", *COMMAND],
+     "--nodes must be a positive integer"),
+    (["--nodes", "2", "--gpus-per-node", "0", "--", *COMMAND],
+     "--gpus-per-node must be a positive"),
     (["--nodes", "2", "--gpus-per-node", "8"], "missing the command after --"),
-    (["--nodes", "2", "--gpus-per-node", "8", "--", "python", "x.py"], "must be 'python -m hypert5"),
+    (["--nodes", "2", "--gpus-per-node", "8", "--", "python", "x.py"],
+     "must be 'python -m hypert5"),
     (["--nodes", "2", "--gpus-per-node", "8", "--partition", "a b", "--", *COMMAND],
      "an #SBATCH value has whitespace"),
     (["--nodes", "2", "--gpus-per-node", "8", "--gpus", "8", "--", *COMMAND],
@@ -302,7 +306,8 @@ def test_slurm_needs_a_venv_to_submit(tmp_path):
 
 def test_slurm_help():
   result = _run(SLURM, "-h")
-  assert result.returncode == 0 and "Usage: launch/slurm.sh --nodes N --gpus-per-node G" in result.stdout
+  assert result.returncode == 0
+  assert "Usage: launch/slurm.sh --nodes N --gpus-per-node G" in result.stdout
 
 
 # ---------------------------------------------------------------------------

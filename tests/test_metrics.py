@@ -7,7 +7,7 @@ import pytest
 from rouge_score import rouge_scorer
 from sklearn.metrics import f1_score
 
-from hypert5 import metrics
+from hypert5.text import metrics
 
 # (references, prediction) pairs that exercise the rouge_score tokenizer.
 ROUGE_CASES = [

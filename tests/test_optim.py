@@ -7,11 +7,13 @@ import optax
 import pytest
 from jax.sharding import Mesh
 
-from hypert5 import optim, partitioning
+from hypert5 import experiment
+from hypert5.model import partitioning
+from hypert5.training import optim
 
 
 def config(**overrides):
-  c = optim.default_optimizer_config()
+  c = experiment.default_config().optimizer
   c.name, c.learning_rate, c.weight_decay = "adamw", 0.1, 0.01
   c.update(overrides)
   return c
@@ -60,7 +62,10 @@ def test_freeze_that_is_not_a_regex_is_an_error():
 def test_train_with_frozen_embeddings_saves_resumes_and_keeps_them(tmp_path):
   """Through hypert5.train: the masked optimizer state checkpoints and resumes,
   and the hypermodel's token embeddings are the same at every step."""
-  from hypert5 import checkpoints, cli, experiment, t5, train
+  from hypert5 import cli, experiment
+  from hypert5.formats import checkpoints
+  from hypert5.model import t5
+  from hypert5.training import loop as train
   c = cli.load_config("configs/tiny.py")
   c.data.source = "synthetic"
   c.optimizer.freeze = ".*token_embedder.*"

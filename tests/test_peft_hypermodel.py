@@ -11,13 +11,15 @@ import numpy as np
 import optax
 import pytest
 import torch
+from conftest import forward
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import T5ForConditionalGeneration
 
-from conftest import forward
-from hypert5 import adapters, decoding, experiment, hf, hypermodel, t5
-from hypert5 import peft as peft_lib
-from hypert5.t5_config import SIZES, get_size
+from hypert5 import experiment
+from hypert5.formats import adapters, hf
+from hypert5.model import decoding, hypermodel, t5
+from hypert5.model import peft as peft_lib
+from hypert5.model.t5_config import SIZES, get_size
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -89,7 +91,7 @@ def test_score_cli_with_adapter_in_both_formats(tmp_path, hf_t5_dir, peft_adapte
                              f"--data={data}", f"--adapter={adapter}"], capture_output=True,
                             text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
-    got = [json.loads(l)["log_likelihood"] for l in result.stdout.splitlines()]
+    got = [json.loads(line)["log_likelihood"] for line in result.stdout.splitlines()]
     np.testing.assert_allclose(got, want, atol=1e-4)
 
 
@@ -134,15 +136,16 @@ def test_per_example_phi_equals_each_example_alone(peft):
   model = t5.T5(cfg, peft)
   together = forward(model, params, enc, dec, phi=phi)
   for i in range(3):
-    alone = forward(model, params, enc[i:i + 1], dec[i:i + 1],
-                    phi=peft_lib.slice_phi(phi, i))
+    row_phi = jax.tree.map(lambda x, i=i: x[i:i + 1], phi)
+    alone = forward(model, params, enc[i:i + 1], dec[i:i + 1], phi=row_phi)
     np.testing.assert_allclose(together[i], alone[0], atol=2e-5)
   # One phi broadcast over the batch equals that phi tiled.
-  one = peft_lib.slice_phi(phi, 1)
+  one = jax.tree.map(lambda x: x[1:2], phi)
   broadcast = forward(model, params, enc, dec, phi=one)
   tiled = forward(model, params, enc, dec, phi=jax.tree.map(lambda x: jnp.repeat(x, 3, 0), one))
   np.testing.assert_allclose(broadcast, tiled, atol=1e-6)
-  assert np.abs(np.asarray(together) - np.asarray(forward(t5.T5(cfg), params, enc, dec))).max() > 1e-3
+  alone = np.asarray(forward(t5.T5(cfg), params, enc, dec))
+  assert np.abs(np.asarray(together) - alone).max() > 1e-3
 
 
 def test_prefix_ignores_padding_and_causality():

@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from conftest import forward, make_hf_t5
 from transformers import T5ForConditionalGeneration
 
-from conftest import forward, make_hf_t5
-from hypert5 import decoding, hf, t5
-from hypert5.t5_config import SIZES, get_size
+from hypert5.formats import hf
+from hypert5.model import decoding, t5
+from hypert5.model.t5_config import SIZES, get_size
 
 
 def padded_batch(vocab_size, seed=0):

@@ -9,16 +9,22 @@ import pytest
 import seqio
 import tensorflow as tf
 
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import caclm
-from hypert5_tasks import embedded_corpus
-from hypert5_tasks import embedded_fewshot
-from hypert5_tasks import embedded_rules
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import locations
-from hypert5_tasks import sources
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import errors
+from hypert5_tasks import (
+  caclm,
+  embedded,
+  embedded_benchmarks,
+  embedded_corpus,
+  embedded_fewshot,
+  embedded_rules,
+  fewshot,
+  forms,
+  sources,
+  vocab,
+)
+
+CONTROL = embedded_benchmarks.by_flag("control").config
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +59,7 @@ def test_verse_lines_drop_speakers_and_stage_directions():
 
 
 def test_embedded_vocabulary_has_t5_special_ids():
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
   model = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   assert model.get_piece_size() == vocab.EMBEDDED_VOCAB_SIZE
   assert (model.pad_id(), model.eos_id(), model.unk_id(), model.bos_id()) == (0, 1, 2, -1)
@@ -115,7 +121,7 @@ def test_embedded_caclm_task_features():
 
 def test_c4_without_data_says_what_to_download(tmp_path):
   read = caclm.c4_reader(str(tmp_path))
-  with pytest.raises(locations.MissingDataError, match=r"TFDS_DATA_DIR=.*c4/en/3\.1\.0"):
+  with pytest.raises(errors.MissingDataError, match=r"TFDS_DATA_DIR=.*c4/en/3\.1\.0"):
     read(split="train", shuffle=False, seed=0, shard=sources.Shard())
 
 
@@ -163,19 +169,24 @@ def test_benchmark_sizes_and_balance(bench):
     assert collections.Counter(e.label for e in task.examples) == counts(48, task)
   for task in bench.heldout_tasks:
     assert collections.Counter(e.label for e in task.shots) == counts(8, task)
-    assert collections.Counter(e.label for e in task.examples) == counts(32, task)
+    assert collections.Counter(e.label for e in task.queries) == counts(32, task)
     assert collections.Counter(e.label for e in task.train_examples) == counts(16, task)
-    parts = [{e.line for e in part} for part in (task.shots, task.examples, task.train_examples)]
+    parts = [{e.line for e in part} for part in (task.shots, task.queries, task.train_examples)]
     assert sum(map(len, parts)) == len(set.union(*parts)) == 112  # disjoint
   families = collections.Counter(t.rule.family for t in bench.heldout_tasks)
   assert families == {f: 4 for f in embedded_rules.FAMILIES}  # two rules, mirrored
+  # Known without generating: the names, in order, and their families.
+  assert embedded_fewshot.heldout_families(config) == {
+      t.name: t.family for t in bench.heldout_tasks}
 
 
 def test_examples_follow_their_rule_and_verbalizer(bench):
   lines = {line.text: line for work in embedded_corpus.work_names()
            for line in embedded_corpus.verse_lines(work)}
-  for task in bench.train_tasks + bench.heldout_tasks:
-    for example in task.examples + task.shots:
+  tasks = [(t, t.examples) for t in bench.train_tasks]
+  tasks += [(t, t.queries + t.shots) for t in bench.heldout_tasks]
+  for task, examples in tasks:
+    for example in examples:
       klass = example.label ^ task.orientation
       assert klass in task.rule.classes(lines[example.line])
       assert example.output == task.choices[example.label]
@@ -188,9 +199,9 @@ def test_zero_shot_is_at_chance_by_construction(bench):
   for task in bench.heldout_tasks:
     mirror = by_name[task.mirror_name]
     assert mirror.rule == task.rule and mirror.choices == task.choices
-    assert [e.input for e in mirror.examples] == [e.input for e in task.examples]
+    assert [e.input for e in mirror.queries] == [e.input for e in task.queries]
     assert [e.input for e in mirror.shots] == [e.input for e in task.shots]
-    assert all(m.label == 1 - t.label for m, t in zip(mirror.examples, task.examples))
+    assert all(m.label == 1 - t.label for m, t in zip(mirror.queries, task.queries))
   # Any predictor that sees only the query (and its options) scores exactly 50%.
   blind_predictors = [
       lambda x, choices: 0,
@@ -201,28 +212,30 @@ def test_zero_shot_is_at_chance_by_construction(bench):
   ]
   for predict in blind_predictors:
     correct = [predict(e.input, t.choices) == e.label for t in bench.heldout_tasks
-               for e in t.examples]
+               for e in t.queries]
     assert np.mean(correct) == 0.5
 
 
 def test_control_benchmark_is_the_constant_family_with_fixed_words():
-  control = embedded_fewshot.generate(embedded_fewshot.CONTROL)
+  control = embedded_fewshot.generate(CONTROL)
   assert control.heldout_label_words == frozenset()
-  for task in control.train_tasks + control.heldout_tasks:
+  tasks = [(t, t.examples) for t in control.train_tasks]
+  tasks += [(t, t.queries + t.shots) for t in control.heldout_tasks]
+  for task, examples in tasks:
     assert task.name.startswith("embedded_constant.") and task.rule.family == "constant"
     assert task.choices == ("black", "white")
     # The examples give the answer: always the word of the task's orientation.
-    for example in task.examples + task.shots:
+    for example in examples:
       assert example.output == task.choices[task.orientation]
       assert example.input == example.line  # no options: the word only as an output
   # The mirrors still put an example-blind model at exactly 50%.
   by_name = {t.name: t for t in control.heldout_tasks}
   for task in control.heldout_tasks:
     mirror = by_name[task.mirror_name]
-    assert [e.input for e in mirror.examples] == [e.input for e in task.examples]
-    assert {mirror.examples[0].output, task.examples[0].output} == {"black", "white"}
+    assert [e.input for e in mirror.queries] == [e.input for e in task.queries]
+    assert {mirror.queries[0].output, task.queries[0].output} == {"black", "white"}
   names = [t.name for t in seqio.get_mixture_or_task("embedded_constant_test").tasks]
-  assert names == embedded_fewshot.heldout_task_names(embedded_fewshot.CONTROL)
+  assert names == list(embedded_fewshot.heldout_families(CONTROL))
   assert seqio.get_mixture_or_task("embedded_constant_train").tasks[0].name == (
       "embedded_constant.train")
 
@@ -244,9 +257,9 @@ def test_heldout_few_shot_sets_never_contain_the_query(bench):
   for task in bench.heldout_tasks:
     shot_lines = {e.line for e in task.shots}
     assert len(shot_lines) == 16
-    assert shot_lines.isdisjoint(e.line for e in task.examples)
+    assert shot_lines.isdisjoint(e.line for e in task.queries)
   # And as the evaluator sees them: through the registered SeqIO task.
-  name = embedded_fewshot.heldout_task_names()[0]
+  name = next(iter(embedded_fewshot.heldout_families(bench.config)))
   lengths = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
   for example in seqio.get_mixture_or_task(name).get_dataset(
       lengths, split="test", shuffle=False).as_numpy_iterator():
@@ -259,7 +272,7 @@ def test_heldout_few_shot_sets_never_contain_the_query(bench):
 def test_training_contexts_come_from_the_same_task(bench):
   inputs_of = {t.name: {e.input for e in t.examples} for t in bench.train_tasks}
   task = seqio.get_mixture_or_task(
-      embedded_fewshot.train_task_name(embedded_fewshot.BenchmarkConfig()))
+      embedded.train_task_name(bench.config.name))
   lengths = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
   for example in task.get_dataset(lengths, split="train", shuffle=True, seed=0).take(100):
     name = example["task_name"].numpy().decode()
@@ -296,4 +309,4 @@ def test_heldout_tasks_are_recoverable_from_their_shots(bench):
       return np.mean([predicted_class(rule, e) is not None
                        and predicted_class(rule, e) ^ orientation == e.label for e in examples])
     best = max(((r, o) for r in rules for o in (0, 1)), key=lambda h: agreement(h, task.shots))
-    assert agreement(best, task.examples) == 1.0, (task.name, best)
+    assert agreement(best, task.queries) == 1.0, (task.name, best)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import seqio
 
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
+import hypert5_tasks
+from hypert5_tasks import embedded
 from hypert5_tasks import embedded_icl as icl
 
 CONFIG = icl.BenchmarkConfig()
@@ -36,8 +37,9 @@ def words_of(record) -> set[str]:
 
 
 def test_pools_are_single_pieces_and_disjoint(bench):
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import vocab  # pylint: disable=import-outside-toplevel
+  import sentencepiece as spm
+
+  from hypert5_tasks import vocab
   pieces = spm.SentencePieceProcessor(model_file=str(vocab.EMBEDDED_VOCAB_PATH))
   keys, values = icl.word_pools()
   for word in keys + icl.INSTRUCTION_WORDS:
@@ -56,17 +58,19 @@ def test_pools_are_single_pieces_and_disjoint(bench):
   # A key's attributes are values of its own split, the left one of the first mark,
   # the right one of the second: which attribute a word is shows in its form.
   for pools in (train, heldout):
-    for key, (left, right) in pools.facts:
+    for _, (left, right) in pools.facts:
       assert {left, right} <= set(pools.values)
       assert (icl.value_class(left), icl.value_class(right)) == (0, 1)
 
 
 def test_heldout_tasks_sizes_names_and_balance(bench):
   names = [t.name for t in bench.heldout_tasks]
-  assert names == icl.heldout_task_names(CONFIG)
+  families = icl.heldout_families(CONFIG)
+  assert names == list(families)
   assert len(names) == len(icl.FAMILIES) * CONFIG.rules_per_family * 2
-  assert collections.Counter(map(icl.family_of, names)) == {
+  assert collections.Counter(map(families.get, names)) == {
       f: 2 * CONFIG.rules_per_family for f in icl.FAMILIES}
+  assert all(families[t.name] == t.family for t in bench.heldout_tasks)
   for task in bench.heldout_tasks:
     assert len(task.shots) == CONFIG.num_shots
     assert len(task.queries) == CONFIG.heldout_queries
@@ -138,7 +142,7 @@ def test_training_records_are_fresh_tasks_answered_by_their_context(train_record
     families[rule.family] += 1
     record = train_records[i]
     *shots, query = examples
-    assert record["context"] == icl.format_context(shots)
+    assert record["context"] == embedded.format_context(shots)
     assert (record["input"], record["target"]) == (query.input, query.output)
     for e in examples:
       assert e.output == rule.answer(tuple(e.input.split()))
@@ -185,7 +189,7 @@ def test_skills_say_the_rule_outright_before_or_after_x():
 
 def test_registered_mixtures_and_features():
   names = sorted(t.name for t in seqio.get_mixture_or_task("embedded_icl_test").tasks)
-  assert names == sorted(icl.heldout_task_names(CONFIG))
+  assert names == sorted(icl.heldout_families(CONFIG))
   batch = next(iter(hypert5_tasks.get_dataset(
       "embedded_icl_train", {"hyper_inputs": 96, "inputs": 8, "targets": 4}, batch_size=4,
       form="hyper").as_numpy_iterator()))

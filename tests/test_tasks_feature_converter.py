@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from hypert5_tasks import feature_converter
-from hypert5_tasks import pipeline
 
 
 def _dataset(examples, with_hyper=True):

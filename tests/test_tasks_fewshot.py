@@ -6,16 +6,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hypert5_tasks import fewshot
-from hypert5_tasks import forms
-from hypert5_tasks import records
-from hypert5_tasks import vocab
+from hypert5.text import prompts
+from hypert5_tasks import fewshot, forms, records, vocab
 
 
 def test_python_and_tf_pair_formats_agree():
-  assert fewshot.format_pair("a b", "c") == "Input: a b Output: c"
+  assert prompts.format_pair("a b", "c") == "Input: a b Output: c"
   tf_pair = fewshot.format_pairs_tf(tf.constant(["a b"]), tf.constant(["c"]))[0].numpy().decode()
-  assert tf_pair == fewshot.format_pair("a b", "c")
+  assert tf_pair == prompts.format_pair("a b", "c")
   assert fewshot.format_query("a b") == "Input: a b Output:"
 
 
@@ -35,7 +33,7 @@ def test_fit_segments_drops_whole_trailing_segments():
 
 
 def _records_with_context(num_shots=16):
-  context = [fewshot.format_pair(f"example input number {i}", f"out{i}") for i in range(num_shots)]
+  context = [prompts.format_pair(f"example input number {i}", f"out{i}") for i in range(num_shots)]
   return records.records_dataset([
       records.make_record("task_a", "the query text", "answer", answer_choices=["answer", "no"],
                           label=0, context=context)])
@@ -44,7 +42,7 @@ def _records_with_context(num_shots=16):
 def _render(form, lengths):
   output_features = forms.output_features(form, vocab.embedded_vocabulary())
   ds = forms.render(_records_with_context(), output_features, lengths, form=form)
-  import seqio  # pylint: disable=import-outside-toplevel
+  import seqio
   ds = seqio.preprocessors.append_eos_after_trim(ds, output_features, lengths)
   return next(ds.as_numpy_iterator())
 
@@ -97,7 +95,7 @@ def test_draw_within_task_uses_other_examples_of_the_same_task():
   seen = collections.Counter()
   for record in ds.as_numpy_iterator():
     task = record["task_name"].decode()
-    own = fewshot.format_pair(record["input"].decode(), record["target"].decode())
+    own = prompts.format_pair(record["input"].decode(), record["target"].decode())
     context = [c.decode() for c in record["context"]]
     assert 1 <= len(context) <= fewshot.NUM_SHOTS
     assert own not in context  # never the target itself
@@ -128,5 +126,5 @@ def test_copies_of_the_target_are_not_in_its_context():
   # Groups run across epoch boundaries, and data can hold duplicates: compared by content.
   ds = records.records_dataset(_task_records()[:20], shuffle=True, seed=0).repeat(3)
   for record in fewshot.draw_within_task(ds).as_numpy_iterator():
-    own = fewshot.format_pair(record["input"].decode(), record["target"].decode()).encode()
+    own = prompts.format_pair(record["input"].decode(), record["target"].decode()).encode()
     assert own not in list(record["context"])

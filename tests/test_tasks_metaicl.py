@@ -2,15 +2,14 @@
 
 import json
 
+import fixtures_tasks as fx
 import pytest
 import seqio
 
-import fixtures_tasks as fx
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import fewshot
-from hypert5_tasks import locations
-from hypert5_tasks import metaicl
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import errors
+from hypert5.text import prompts
+from hypert5_tasks import metaicl, vocab
 
 LENGTHS = {"hyper_inputs": 1024, "inputs": 64, "targets": 8}
 SHARED_METAICL = fx.SHARED_DATA / "metaicl" / "config"
@@ -90,7 +89,7 @@ def test_training_task_draws_from_its_own_lines(tmp_path):
   examples = _examples("micl_b.glue_sst2", "train")
   assert len(examples) == 40
   for example in examples:
-    own = fewshot.format_pair(example["inputs_pretokenized"].decode(),
+    own = prompts.format_pair(example["inputs_pretokenized"].decode(),
                               example["targets_pretokenized"].decode())
     context = example["hyper_inputs_pretokenized"].decode()
     assert own not in context and context.count("Input: glue-sst2 x sentence") >= 1
@@ -140,5 +139,5 @@ def test_output_outside_the_options_of_a_classification_task(tmp_path):
 
 def test_missing_directory_says_what_to_build(tmp_path):
   _register(tmp_path / "nowhere", "micl_g")
-  with pytest.raises(locations.MissingDataError, match="HYPERT5_METAICL_DIR=.*MetaICL"):
+  with pytest.raises(errors.MissingDataError, match="HYPERT5_METAICL_DIR=.*MetaICL"):
     _examples("micl_g.glue_rte.seed100", "test")

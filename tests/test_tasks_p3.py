@@ -4,17 +4,15 @@ import collections
 import itertools
 import os
 
+import fixtures_tasks as fx
 import numpy as np
 import pytest
 import seqio
 
-import fixtures_tasks as fx
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import fewshot
-from hypert5_tasks import locations
-from hypert5_tasks import p3
-from hypert5_tasks import sources
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5 import errors
+from hypert5.text import prompts
+from hypert5_tasks import p3, sources, vocab
 
 LENGTHS = {"hyper_inputs": 512, "inputs": 64, "targets": 8}
 SHARED_P3 = fx.SHARED_DATA / "p3"
@@ -97,7 +95,7 @@ def test_training_contexts_are_other_examples_of_the_subset(tmp_path):
     query = example["inputs_pretokenized"].decode()
     pairs = example["hyper_inputs_pretokenized"].decode()
     assert 1 <= pairs.count("Input: ") <= 16
-    assert fewshot.format_pair(query, example["targets_pretokenized"].decode()) not in pairs
+    assert prompts.format_pair(query, example["targets_pretokenized"].decode()) not in pairs
     assert pairs.count("Input: sub question") == pairs.count("Input: ")
 
 
@@ -130,11 +128,11 @@ def test_heldout_rank_classification_with_a_fixed_context(tmp_path):
 
 def test_missing_data_says_what_to_download(tmp_path):
   _register(tmp_path / "nowhere", "p3missing", train=["sub"])
-  with pytest.raises(locations.MissingDataError, match=r"HYPERT5_P3_DIR=.*bigscience/P3"):
+  with pytest.raises(errors.MissingDataError, match=r"HYPERT5_P3_DIR=.*bigscience/P3"):
     _records("p3missing.sub")
   os.makedirs(tmp_path / "empty")
   _register(tmp_path / "empty", "p3missing2", train=["sub"])
-  with pytest.raises(locations.MissingDataError, match=r"subset 'sub' split 'train'"):
+  with pytest.raises(errors.MissingDataError, match=r"subset 'sub' split 'train'"):
     _records("p3missing2.sub")
 
 

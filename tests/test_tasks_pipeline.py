@@ -93,7 +93,7 @@ def test_lm_task_packs_for_downstream_pretraining():
 
 
 def test_every_few_shot_task_declares_how_it_is_scored():
-  from hypert5_tasks import scoring  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import scoring
   mixtures = [m for m in MIXTURES if m != "embedded_caclm"] + [
       "embedded_icl_train", "embedded_icl_test", "embedded_constant_test"]
   for mixture in mixtures:

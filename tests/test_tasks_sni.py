@@ -4,13 +4,12 @@ and bad task files."""
 import json
 import os
 
+import fixtures_tasks as fx
 import pytest
 import seqio
 
-import fixtures_tasks as fx
-import hypert5_tasks  # pylint: disable=unused-import  (registers the tasks)
-from hypert5_tasks import sni
-from hypert5_tasks import vocab
+import hypert5_tasks  # noqa: F401  (registers the tasks)
+from hypert5_tasks import sni, vocab
 
 LENGTHS = {"hyper_inputs": 2048, "inputs": 512, "targets": 64}
 SHARED_SNI = fx.SHARED_DATA / "sni"

@@ -2,8 +2,8 @@
 
 import base64
 import json
-import shutil
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -92,7 +92,8 @@ def test_two_processes_agree_on_the_loss(tmp_path):
     assert p.returncode == 0, err[-3000:]
   per_process = []
   for _, err in outputs:
-    per_process.append([float(l.split("loss ")[1]) for l in err.splitlines() if " loss " in l])
+    per_process.append([float(line.split("loss ")[1]) for line in err.splitlines()
+                        if " loss " in line])
   assert len(per_process[0]) == 3
   assert per_process[0] == per_process[1]
   assert list(losses(tmp_path / "multi").values()) == pytest.approx(per_process[0], abs=1e-6)
@@ -122,6 +123,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
 def sni_run(tmp_path, tasks=12):
   """configs/hypert5_mtf.py:sni_def,prefix,runlocal over S-NI task files written here."""
   import fixtures_tasks
+
   from hypert5_tasks import vocab
   names = [f"task{i:03d}_fixture" for i in range(tasks)]
   fixtures_tasks.write_sni(tmp_path / "sni", {
@@ -208,9 +210,9 @@ def test_sigterm_saves_the_current_step(tmp_path):
 def test_sigterm_is_caught_only_while_a_loop_runs():
   # hypert5.demo trains stages and evaluates in one process: a SIGTERM between loops
   # must stop it, not set the flag of a loop that has ended.
-  from hypert5 import train  # pylint: disable=import-outside-toplevel
+  from hypert5.training import loop as train
   before = signal.getsignal(signal.SIGTERM)
-  preemption = train._Preemption()  # pylint: disable=protected-access
+  preemption = train._Preemption()
   os.kill(os.getpid(), signal.SIGTERM)
   assert preemption.check(0)
   preemption.close()
@@ -265,7 +267,7 @@ def synthetic_tiny_config():
 
 
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
-  from hypert5 import train
+  from hypert5.training import loop as train
   config = synthetic_tiny_config()
   config.total_steps, config.log_every, config.checkpoint_every = 3, 1, 100
   config.optimizer.grad_clip_norm = 0.0
@@ -278,22 +280,24 @@ def test_gradient_accumulation_matches_one_big_batch(tmp_path):
 
 def test_runs_in_one_process_share_a_step_only_when_nothing_differs(tmp_path):
   """hypert5.demo trains its stages in one process and reuses their jitted steps
-  (trainer_setup.reusable_train_step): a run with another learning rate must not get the
+  (the step_cache it keeps): a run with another learning rate must not get the
   first run's step, and an identical run gets it without tracing it again."""
   from jax import monitoring
-  from hypert5 import train
+
+  from hypert5.training import loop as train
   config = synthetic_tiny_config()
   config.total_steps, config.log_every, config.checkpoint_every = 2, 1, 100
-  first = [e["loss"] for e in train.train(config, str(tmp_path / "a"))]
+  steps = {}
+  first = [e["loss"] for e in train.train(config, str(tmp_path / "a"), step_cache=steps)]
   config.optimizer.learning_rate *= 30
-  faster = [e["loss"] for e in train.train(config, str(tmp_path / "b"))]
+  faster = [e["loss"] for e in train.train(config, str(tmp_path / "b"), step_cache=steps)]
   assert faster[0] == first[0] and abs(faster[1] - first[1]) > 1e-4  # the new rate applied
   config.optimizer.learning_rate /= 30
   traced = []
   listener = lambda event, duration, **kwargs: traced.append(kwargs.get("fun_name"))
   monitoring.register_event_duration_secs_listener(listener)
   try:
-    again = [e["loss"] for e in train.train(config, str(tmp_path / "c"))]
+    again = [e["loss"] for e in train.train(config, str(tmp_path / "c"), step_cache=steps)]
   finally:
     monitoring.unregister_event_duration_listener(listener)
   assert again == first

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 import seqio
-
 from conftest import REPO
+
 import hypert5_tasks
-from hypert5 import eval as eval_lib
-from hypert5_tasks import scoring, user_tasks, vocab as task_vocab
+from hypert5.inference import evaluate as eval_lib
+from hypert5_tasks import scoring
+from hypert5_tasks import vocab as task_vocab
 
 LENGTHS = {"hyper_inputs": 512, "inputs": 32, "targets": 8}
 EMBEDDED_VOCAB = str(task_vocab.EMBEDDED_VOCAB_PATH)
@@ -36,7 +37,7 @@ def write_benchmark(folder, num_train=20, num_test=6, seed=0):
     return " ".join(rng.choice(WORDS, size=int(rng.integers(4, 8))))
   for split, count in (("train", num_train), ("test", num_test)):
     rows = []
-    for i in range(count):
+    for _ in range(count):
       x = line()
       rows.append({"input": f"{x} Options: good, bad", "options": ["good", "bad"],
                    "output": ("good", "bad")[int("king" in x)]})
@@ -106,6 +107,15 @@ def test_readme_your_own_tasks_runs_as_written(tmp_path):
                  "predictions.jsonl").read_text().splitlines()
   assert len(predictions) == 12
   assert {json.loads(p)["prediction"] for p in predictions[:6]} <= {"good", "bad"}
+  # How many few-shot examples the hypermodel's input held, per task.
+  for fit in results["context_fit"].values():
+    assert 1 <= fit["examples_kept"] <= fit["examples_given"] <= 16
+  assert set(results["context_fit"]) == set(tasks)
+  # A model trained from scratch gets the vocabulary's size (2,100 ids -> 2,176), not T5's.
+  config = json.loads((tmp_path / "runs" / "my_tasks" / "config.json").read_text())
+  assert config["model"]["vocab_size"] == 2176
+  # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) stay out of the commands' output.
+  assert "oneDNN" not in result.stderr and "cuda" not in result.stderr.lower()
 
 
 def _register(tmp_path, name, **kwargs):
@@ -136,7 +146,7 @@ def test_registers_tasks_mixtures_forms_and_their_scoring(tmp_path):
   context = queries[0]["hyper_inputs_pretokenized"].decode()
   assert context.startswith("Definition: Give the first three words. Input: ")
   assert context.count("Input: ") == 16
-  train_inputs = [json.loads(l)["input"] for l in
+  train_inputs = [json.loads(line)["input"] for line in
                   (tmp_path / "data" / "title" / "train.jsonl").read_text().splitlines()]
   assert all(f"Input: {q['inputs_pretokenized'].decode()} Output:" not in context
              or q["inputs_pretokenized"].decode() in train_inputs for q in queries)
@@ -206,7 +216,8 @@ def test_missing_folders_and_names_taken(tmp_path):
     _register(tmp_path, "usr_alone")
   (tmp_path / "data" / "alone" / "definition.txt").write_text("Say b.")
   _register(tmp_path, "usr_alone")  # a definition is context enough
-  assert _records("usr_alone.alone", "test")[0]["hyper_inputs_pretokenized"] == b"Definition: Say b."
+  record = _records("usr_alone.alone", "test")[0]
+  assert record["hyper_inputs_pretokenized"] == b"Definition: Say b."
   assert "usr_alone_train" not in seqio.MixtureRegistry.names()  # nothing to train on
   with pytest.raises(ValueError, match="benchmark 'usr_alone' is registered already"):
     _register(tmp_path, "usr_alone")
@@ -219,8 +230,9 @@ def test_missing_folders_and_names_taken(tmp_path):
 def test_task_modules_variable_imports_a_file_once(tmp_path):
   write_benchmark(tmp_path / "data")
   module = tmp_path / "usr_module_tasks.py"
+  data = str(tmp_path / "data")
   module.write_text("import hypert5_tasks\n"
-                    f"hypert5_tasks.register_jsonl_benchmark('usr_env', {str(tmp_path / 'data')!r}, "
+                    f"hypert5_tasks.register_jsonl_benchmark('usr_env', {data!r}, "
                     f"vocabulary={EMBEDDED_VOCAB!r})\n")
   assert hypert5_tasks.import_task_modules(f" {module} ,") == ["usr_module_tasks"]
   assert "usr_env_test" in seqio.MixtureRegistry.names()

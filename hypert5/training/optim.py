@@ -12,6 +12,8 @@ import jax
 import ml_collections
 import optax
 
+from hypert5.errors import ConfigError
+
 
 def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   """constant | linear | cosine | rsqrt, each after `warmup_steps` of linear warmup."""
@@ -26,7 +28,7 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> 
   elif opt.schedule == "rsqrt":  # T5's inverse square root, flat during warmup
     main = lambda step: peak * (max(warmup, 1) / (step + max(warmup, 1))) ** 0.5
   else:
-    raise ValueError(f"optimizer.schedule={opt.schedule!r}: expected constant, linear, "
+    raise ConfigError(f"optimizer.schedule={opt.schedule!r}: expected constant, linear, "
                      "cosine or rsqrt")
   if warmup <= 0:
     return main
@@ -63,7 +65,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
     core = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps,
                        weight_decay=opt.weight_decay)
   else:
-    raise ValueError(f"optimizer.name={opt.name!r}: expected adafactor or adamw")
+    raise ConfigError(f"optimizer.name={opt.name!r}: expected adafactor or adamw")
   transforms = []
   if opt.grad_clip_norm > 0:
     transforms.append(optax.clip_by_global_norm(opt.grad_clip_norm))
@@ -73,15 +75,8 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int
     try:
       re.compile(opt.freeze)
     except re.error as e:
-      raise ValueError(f"optimizer.freeze={opt.freeze!r}: not a regular expression ({e})") from e
+      raise ConfigError(f"optimizer.freeze={opt.freeze!r}: not a regular expression ({e})") from e
     optimizer = optax.multi_transform({"trained": optimizer, "frozen": optax.set_to_zero()},
                                       frozen_labels(opt.freeze))
   return optimizer, schedule
 
-
-def default_optimizer_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name="adafactor", learning_rate=1e-3, schedule="constant", warmup_steps=0,
-      end_learning_rate=0.0, weight_decay=0.0, grad_clip_norm=1.0, grad_accum_steps=1,
-      b1=0.9, b2=0.999, eps=1e-8, adafactor_decay_rate=0.8, adafactor_parameter_scale=True,
-      freeze=""))

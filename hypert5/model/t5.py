@@ -11,7 +11,7 @@ HuggingFace stores it in block 0), unscaled dot-product attention, untied LM
 head unless `tie_word_embeddings`.
 
 PEFT hooks: every attention layer takes an optional dict of per-example
-parameters (`hypert5.peft` builds them from phi):
+parameters (`peft.py` builds them from phi):
   prefix_key, prefix_value: [batch, prefix, heads, kv] prepended to keys/values;
   lora: {"q"|"k"|"v"|"o": {"a": [batch, d_in, rank], "b": [batch, rank, d_out]}}.
 Layers are scanned (`scan_layers=True`, compile time independent of depth) or
@@ -24,13 +24,13 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
-from hypert5 import peft as peft_lib
-from hypert5.t5_config import T5Config
+from hypert5.model import peft as peft_lib
+from hypert5.model.t5_config import T5Config
 
 Array = jax.Array
 NEG_INF = -1e10  # additive mask value, finite so fully masked rows stay NaN-free

@@ -37,7 +37,7 @@ import dataclasses
 import ml_collections
 
 from hypert5.experiment import default_config
-from hypert5.t5_config import get_size
+from hypert5.model.t5_config import get_size
 
 KINDS = ("prefix", "lora")
 PREFIX_LENGTH = 32  # P (paper section 5.1)
@@ -166,7 +166,7 @@ def set_benchmark(c: ml_collections.ConfigDict, benchmark: str) -> None:
   """Training and evaluation mixtures and the lengths of a few-shot benchmark.
 
   The mixture names are the base (hyper-form) names; the train and eval loops
-  pick the `_concat` / `_xonly` variant from the experiment (hypert5.data).
+  pick the `_concat` / `_xonly` variant from the experiment (training/data.py).
   """
   c.data.mixture, c.eval.mixture = BENCHMARKS[benchmark]
   c.data.split = "train"

@@ -18,10 +18,10 @@ import re
 import jax
 import numpy as np
 
-from hypert5 import checkpoints, hf
 from hypert5.errors import AdapterError
-from hypert5.peft import LORA_GROUPS, PeftConfig, check_phi, phi_shapes
-from hypert5.t5_config import T5Config
+from hypert5.formats import checkpoints, hf
+from hypert5.model.peft import LORA_GROUPS, PeftConfig, check_phi, phi_shapes
+from hypert5.model.t5_config import T5Config
 
 NATIVE_CONFIG = "hypert5_adapter.json"
 NATIVE_WEIGHTS = "phi.safetensors"
@@ -65,11 +65,24 @@ def _unflatten(flat):
   return tree
 
 
-def save_native(directory: str, phi, peft: PeftConfig, cfg: T5Config) -> None:
-  """Writes phi (batch axis 1) in HyperT5's adapter format, atomically."""
+def check_finite(phi, where: str) -> None:
+  """A NaN or infinite phi is an AdapterError naming its first such leaf: an adapter
+  written with one would score NaN everywhere it is loaded."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(phi)[0]:
+    if not np.all(np.isfinite(np.asarray(leaf, np.float32))):
+      raise AdapterError(f"{where}: phi{jax.tree_util.keystr(path)} is not finite (NaN or "
+                         "infinity); the hypermodel's output is broken, nothing was written")
+
+
+def save_native(directory: str, phi, peft: PeftConfig, cfg: T5Config, *,
+                overwrite: bool = False) -> None:
+  """Writes phi (batch axis 1) in HyperT5's adapter format, atomically; an existing
+  `directory` is an AdapterError unless `overwrite`."""
   check_phi(phi, peft, cfg)
+  check_finite(phi, directory)
   single = _single(phi)
-  with checkpoints.atomic_directory(directory) as staging:
+  with checkpoints.atomic_directory(directory, overwrite=overwrite,
+                                    error=AdapterError) as staging:
     with open(os.path.join(staging, NATIVE_CONFIG), "w") as f:
       json.dump({"peft": peft.to_dict(), "base": {k: getattr(cfg, k) for k in _BASE_FIELDS}},
                 f, indent=2)
@@ -78,11 +91,13 @@ def save_native(directory: str, phi, peft: PeftConfig, cfg: T5Config) -> None:
 
 
 def save_hf_peft(directory: str, phi, peft: PeftConfig, cfg: T5Config,
-                 base_model_name_or_path: str = "") -> None:
-  """Writes a LoRA phi (batch axis 1) as a HuggingFace PEFT adapter, atomically."""
+                 base_model_name_or_path: str = "", *, overwrite: bool = False) -> None:
+  """Writes a LoRA phi (batch axis 1) as a HuggingFace PEFT adapter, atomically; an
+  existing `directory` is an AdapterError unless `overwrite`."""
   if peft.kind != "lora":
     raise AdapterError(f"only LoRA exports to HuggingFace PEFT; this phi is {peft.kind}")
   check_phi(phi, peft, cfg)
+  check_finite(phi, directory)
   single = _single(phi)
   tensors = {}
   for group, (stack, sub, attention) in _HF_GROUPS.items():
@@ -99,7 +114,8 @@ def save_hf_peft(directory: str, phi, peft: PeftConfig, cfg: T5Config,
       "base_model_name_or_path": base_model_name_or_path, "rank_pattern": {},
       "alpha_pattern": {}, "modules_to_save": None, "layers_to_transform": None,
   }
-  with checkpoints.atomic_directory(directory) as staging:
+  with checkpoints.atomic_directory(directory, overwrite=overwrite,
+                                    error=AdapterError) as staging:
     with open(os.path.join(staging, HF_CONFIG), "w") as f:
       json.dump(config, f, indent=2)
     hf.write_safetensors(os.path.join(staging, HF_WEIGHTS), tensors, metadata={"format": "pt"})

@@ -4,7 +4,7 @@ HyperTuning (Phang et al., 2022, sections 3-4). The hypermodel's encoder reads
 the few-shot examples (and the task definition, where there is one). Its
 decoder reads a fixed set of newly learned input embeddings, with the causal
 mask removed, cross-attending to the encoder; MLP heads map the decoder's
-outputs to phi, in the format of `hypert5.peft`:
+outputs to phi, in the format of `model/peft.py`:
 
 HyperT5-Prefix: 2P decoder tokens (3P with cross-attention prefixes). Token p
   of group g (encoder, decoder[, cross]) yields prefix position p of group g in
@@ -33,9 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypert5 import peft as peft_lib
-from hypert5 import t5
-from hypert5.t5_config import T5Config
+from hypert5.model import peft as peft_lib
+from hypert5.model import t5
+from hypert5.model.t5_config import T5Config
 
 Array = jax.Array
 

@@ -13,15 +13,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import flax
 import ml_dtypes  # noqa: F401  # registers numpy's "bfloat16", which safetensors' numpy API names
 import numpy as np
 import safetensors
 import safetensors.numpy
 
 from hypert5.errors import CheckpointError
-from hypert5.t5_config import T5Config
+from hypert5.model import t5
+from hypert5.model.t5_config import T5Config
 
 
 class SafetensorsFiles:
@@ -283,8 +286,7 @@ def _read_matrix(tensors: SafetensorsFiles, name: str, shape: tuple[int, int]) -
 
 def _reference_shapes(cfg: T5Config) -> dict[tuple, tuple]:
   """Our parameter paths -> shapes, from the model itself (no allocation)."""
-  import flax  # local: keeps this module light for readers of safetensors only
-  from hypert5 import t5
+
   shapes = t5.param_shapes(cfg)
   flat = flax.traverse_util.flatten_dict(shapes)
   return {k: tuple(v.shape) for k, v in flat.items()}

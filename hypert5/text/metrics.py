@@ -2,7 +2,7 @@
 
 Each benchmark is scored the way its own evaluation code scores it, so numbers
 are comparable with the paper's tables (the tasks declare which, as their
-SeqIO `metric_fns`; see hypert5_tasks/scoring.py):
+SeqIO `metric_fns`; see tasks/scoring.py):
 
   S-NI     `rouge_l` (the headline number) and `exact_match`, as the official
            natural-instructions `eval/automatic/evaluation.py` (default English
@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import functools
 import string
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
+from rouge_score import rouge_scorer
+from sklearn.metrics import f1_score
 
-Target = Union[str, bytes, Sequence[Union[str, bytes]]]
+Target = str | bytes | Sequence[str | bytes]
 
 # ---------------------------------------------------------------------------
 # Inputs.
@@ -75,7 +77,6 @@ def normalize_answer(text: str) -> str:
 @functools.cache
 def _rouge_scorer():
   # Imported lazily: rouge_score pulls in nltk, which P3-only runs never need.
-  from rouge_score import rouge_scorer
   # The default tokenizer (lowercase, split on non-[a-z0-9]) with the Porter
   # stemmer on tokens longer than 3 characters: the S-NI default track.
   return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -150,7 +151,6 @@ def macro_f1(targets: Sequence[Target], predictions: Sequence[str]) -> dict:
   predicted has precision 1.0 (`zero_division`) and recall 0, so F1 0, as in
   MetaICL. Unweighted mean over the gold classes.
   """
-  from sklearn.metrics import f1_score  # pylint: disable=import-outside-toplevel
   _check_lengths(targets, predictions)
   golds = [_label(t) for t in targets]
   stripped = [_text(p).strip() for p in predictions]

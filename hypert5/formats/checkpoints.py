@@ -15,30 +15,45 @@ import os
 import shutil
 import tempfile
 
+import flax
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
-from hypert5 import hf
 from hypert5.errors import CheckpointError, DamagedCheckpoint
-from hypert5.t5_config import T5Config, config_path
-from hypert5.vocab import find_vocabulary  # noqa: F401 (re-exported)
+from hypert5.formats import hf
+from hypert5.model import t5
+from hypert5.model.t5_config import T5Config, config_path
+from hypert5.text.vocab import find_vocabulary
 
 PARAMS_DIR = "params"
 
 
 @contextlib.contextmanager
-def atomic_directory(destination: str):
-  """Yields a temporary directory that becomes `destination` only on success."""
+def atomic_directory(destination: str, *, overwrite: bool = False,
+                     error: type[Exception] = CheckpointError):
+  """Yields a temporary directory that becomes `destination` only on success. An
+  existing `destination` is `error` unless `overwrite`; then it is replaced whole,
+  after the new one is complete."""
   destination = os.path.abspath(destination)
-  if os.path.exists(destination):
-    raise FileExistsError(f"{destination}: already exists; refusing to overwrite")
+  if os.path.exists(destination) and not overwrite:
+    raise error(f"{destination}: already exists; refusing to overwrite it (choose another "
+                "folder, or remove it)")
+  if os.path.exists(destination) and not os.path.isdir(destination):
+    raise error(f"{destination}: exists and is not a folder")
   parent = os.path.dirname(destination)
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.partial-", dir=parent)
   try:
     yield staging
-    os.rename(staging, destination)
+    if os.path.exists(destination):
+      old = tempfile.mkdtemp(prefix=f".{os.path.basename(destination)}.old-", dir=parent)
+      os.rename(destination, os.path.join(old, "replaced"))
+      os.rename(staging, destination)
+      shutil.rmtree(old, ignore_errors=True)
+    else:
+      os.rename(staging, destination)
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
@@ -96,8 +111,7 @@ def load_model(directory: str, abstract_params=None) -> tuple[T5Config, dict, st
 
 def check_params_fit(params, cfg: T5Config, source: str) -> None:
   """Raises naming the first parameter whose path or shape does not fit `cfg`."""
-  from hypert5 import t5  # local import: t5 pulls in flax modules
-  import flax
+
   want = flax.traverse_util.flatten_dict(t5.param_shapes(cfg), sep="/")
   got = flax.traverse_util.flatten_dict(params, sep="/")
   for key in sorted(set(want) | set(got)):
@@ -164,10 +178,9 @@ class TrainCheckpointer:
 
 def item_tree_metadata(path: str):
   """The saved tree of one item folder (shapes and dtypes), without reading arrays."""
-  from etils import epath  # pylint: disable=import-outside-toplevel
   try:
     saved = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise DamagedCheckpoint(f"{path}: unreadable metadata ({e})") from e
   tree = getattr(saved, "tree", saved)
   if not tree:
@@ -176,7 +189,6 @@ def item_tree_metadata(path: str):
 
 
 def _compare_shapes(saved, abstract, where: str) -> None:
-  import flax
   saved_flat = flax.traverse_util.flatten_dict(_as_dict(saved), sep="/")
   want_flat = flax.traverse_util.flatten_dict(_as_dict(abstract), sep="/")
   for key in sorted(set(saved_flat) | set(want_flat)):

@@ -14,6 +14,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from hypert5.errors import ConfigError
+
 FEED_FORWARD_KINDS = ("gated-gelu", "relu")
 
 
@@ -48,16 +50,18 @@ class T5Config:
 
   def __post_init__(self):
     if self.feed_forward_proj not in FEED_FORWARD_KINDS:
-      raise ValueError(
+      raise ConfigError(
           f"feed_forward_proj={self.feed_forward_proj!r} is not supported; "
           f"expected one of {FEED_FORWARD_KINDS}")
     if self.remat_policy not in ("none", "full", "dots", "dots_no_batch"):
-      raise ValueError(f"unknown remat_policy {self.remat_policy!r}")
+      raise ConfigError(f"unknown remat_policy {self.remat_policy!r}")
     for name in ("vocab_size", "d_model", "d_kv", "d_ff", "num_heads",
                  "num_encoder_layers", "num_decoder_layers",
                  "relative_attention_num_buckets", "relative_attention_max_distance"):
       if getattr(self, name) <= 0:
-        raise ValueError(f"T5Config.{name} must be positive, got {getattr(self, name)}")
+        sized = (" (0 asks hypert5.train and hypert5.eval to size it from the mixture's "
+                 "vocabulary; other commands need a number)") if name == "vocab_size" else ""
+        raise ConfigError(f"T5Config.{name} must be positive, got {getattr(self, name)}{sized}")
 
   @property
   def joined_kv(self) -> int:
@@ -67,18 +71,18 @@ class T5Config:
   def compute_dtype(self):
     return jnp.dtype(self.dtype)
 
-  def replace(self, **changes) -> "T5Config":
+  def replace(self, **changes) -> T5Config:
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> "T5Config":
+  def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> T5Config:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-      raise ValueError(f"{source}: unknown T5Config keys {unknown}")
+      raise ConfigError(f"{source}: unknown T5Config keys {unknown}")
     return cls(**values)
 
   def save(self, path: str) -> None:
@@ -86,7 +90,7 @@ class T5Config:
       json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
   @classmethod
-  def load(cls, path: str) -> "T5Config":
+  def load(cls, path: str) -> T5Config:
     with open(path) as f:
       return cls.from_dict(json.load(f), source=path)
 
@@ -114,7 +118,7 @@ SIZES: dict[str, T5Config] = {
 def get_size(name: str, **overrides) -> T5Config:
   """A size from the table, with field overrides (e.g. dtype="bfloat16")."""
   if name not in SIZES:
-    raise ValueError(f"unknown model size {name!r}; known: {sorted(SIZES)}")
+    raise ConfigError(f"unknown model size {name!r}; known: {sorted(SIZES)}")
   return SIZES[name].replace(**overrides)
 
 

@@ -8,7 +8,7 @@
   run.save_adapter(phi, "my_adapter", format="native" | "peft")
 
 Examples are written as the training data writes few-shot contexts
-(hypert5.prompts: "Input: x Output: y" segments, the definition first, trailing
+(text/prompts.py: "Input: x Output: y" segments, the definition first, trailing
 segments dropped whole to fit the hypermodel's input), so phi here is the phi
 `hypert5.eval` computes for the same examples.
 
@@ -24,22 +24,24 @@ import functools
 import json
 import logging
 import os
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hypert5 import adapters, checkpoints, cli, decoding, experiment, prompts, t5
-from hypert5.errors import CheckpointError, ConfigError, ExamplesError
-from hypert5.vocab import Vocabulary
+from hypert5 import experiment, files
+from hypert5.errors import AdapterError, CheckpointError, ConfigError, ExamplesError
+from hypert5.formats import adapters, checkpoints
+from hypert5.inference import infer
+from hypert5.model import t5
+from hypert5.text import prompts
+from hypert5.text.vocab import Vocabulary
 
 MAX_EXAMPLES = 16  # the few-shot contexts of training hold up to 16 examples
 EXAMPLE_FORMATS = ("pair", "positive")
 log = logging.getLogger("hypert5.api")
-
-
 
 
 # -- Examples ---------------------------------------------------------------------
@@ -50,7 +52,7 @@ def read_examples(path: str, max_examples: int = MAX_EXAMPLES) -> list[tuple[str
 
   Lines beyond `max_examples` are dropped, with a warning."""
   examples = []
-  for where, record in cli.read_jsonl(path, ("input", "output"), ExamplesError):
+  for where, record in files.read_jsonl(path, ("input", "output"), ExamplesError):
     for key in ("input", "output"):
       if not isinstance(record[key], str):
         raise ExamplesError(f"{where}: {key!r} must be a string")
@@ -168,45 +170,6 @@ def load_params(config, checkpoint: str, models: experiment.Models) -> dict:
   return params
 
 
-# -- phi and the downstream model ---------------------------------------------------
-
-
-def generate_phi(models: experiment.Models, hyper_params, hyper_ids):
-  """phi for few-shot contexts: [n, hyper_inputs_length] ids -> phi with batch axis n.
-
-  One jitted function per hypermodel in the process (hypert5.eval and Run share it)."""
-  hyper = models.hyper
-  fn = experiment.jit_once(("generate_phi", hyper), lambda: jax.jit(
-      lambda p, t: hyper.apply({"params": p}, t)))
-  return fn(hyper_params, hyper_ids)
-
-
-def log_likelihoods(model: t5.T5, params, examples: Sequence[tuple[list, list]],
-                    batch_size: int, phi=None) -> np.ndarray:
-  """[n] summed log-likelihood of each (input ids, target ids) pair, in order.
-
-  Batches have a fixed number of rows (`batch_size`; the last is padded), so one
-  shape compiles. phi: batch axis 1 (shared by every row) or `batch_size`."""
-  out = []
-  for start in range(0, len(examples), batch_size):
-    chunk = list(examples[start:start + batch_size])
-    real = len(chunk)
-    chunk += [([], [])] * (batch_size - real)
-    inputs, _ = decoding.pad_batch([c[0] for c in chunk])
-    targets, weights = decoding.pad_batch([c[1] for c in chunk])
-    scores = np.asarray(decoding.log_likelihood(model, params, inputs, targets, weights, phi))
-    out.extend(float(s) for s in scores[:real])
-  return np.asarray(out, np.float64)
-
-
-def truncate(ids, length: int, eos: int) -> list[int]:
-  """ids (ending in EOS) cut to `length`, still ending in EOS, as SeqIO trims them."""
-  ids = [int(i) for i in ids]
-  if len(ids) > length:
-    ids = ids[:length - 1] + [eos]
-  return ids
-
-
 class Run:
   """A trained HyperT5 run: its hypermodel, downstream T5 and vocabulary.
 
@@ -233,9 +196,18 @@ class Run:
     data = self.config.data
     self.lengths = {"hyper_inputs": data.hyper_inputs_length, "inputs": data.inputs_length,
                     "targets": data.targets_length}
-    self.batch_size = self.config.eval.batch_size
-    self.max_decode_length = self.config.eval.max_decode_length or data.targets_length
-    self.eos = self.downstream_config.eos_token_id
+    self.inference = infer.Inference(
+        self.models.downstream, self.models.hyper, self.vocabulary, self.lengths,
+        batch_size=self.config.eval.batch_size,
+        max_decode_length=self.config.eval.max_decode_length or data.targets_length)
+
+  @property
+  def batch_size(self) -> int:
+    return self.inference.batch_size
+
+  @property
+  def max_decode_length(self) -> int:
+    return self.inference.max_decode_length
 
   @property
   def peft_config(self):
@@ -253,7 +225,9 @@ class Run:
 
   def encode(self, examples, definition: str | None = None,
              example_format: str = "pair") -> tuple[np.ndarray, int]:
-    """([1, hyper_inputs_length] hypermodel input ids, number of examples kept)."""
+    """([1, hyper_inputs_length] hypermodel input ids, number of examples kept): the
+    examples written as the training data writes contexts, trailing ones dropped
+    whole to fit."""
     examples = list(examples)
     segments = context_segments(examples, definition, example_format)
     length = self.lengths["hyper_inputs"]
@@ -263,8 +237,7 @@ class Run:
     if kept_examples < len(examples):
       log.warning("only the first %d of %d examples fit the hypermodel's %d input tokens",
                   kept_examples, len(examples), length)
-    padded = np.zeros((1, length), np.int32)
-    padded[0, :len(ids)] = ids
+    padded, _ = infer.pad_rows([ids], length, 1)
     return padded, kept_examples
 
   def phi(self, examples, definition: str | None = None, example_format: str = "pair"):
@@ -272,15 +245,14 @@ class Run:
     forward pass of the hypermodel. examples: (input, output) pairs or
     {"input", "output"} dicts, written as in training (see context_segments)."""
     ids, _ = self.encode(examples, definition, example_format)
-    return generate_phi(self.models, self.hyper_params, ids)
+    return self.inference.phi(self.hyper_params, ids)
 
   # The downstream model under phi
 
   def _query_ids(self, query: str) -> list[int]:
     if not isinstance(query, str):
       raise TypeError(f"a query is a string, got {query!r}")
-    return truncate(self.vocabulary.encode(query) + [self.eos], self.lengths["inputs"],
-                    self.eos)
+    return self.inference.tokenize(query, "inputs")
 
   def score(self, query: str, choices: Sequence[str], phi) -> list[float]:
     """Summed log-likelihood of each answer choice given the query, under phi;
@@ -288,49 +260,40 @@ class Run:
     if isinstance(choices, str) or not choices:
       raise ValueError(f"choices: a non-empty list of strings, got {choices!r}")
     inputs = self._query_ids(query)
-    rows = [(inputs, truncate(self.vocabulary.encode(c) + [self.eos], self.lengths["targets"],
-                              self.eos)) for c in choices]
-    batch = min(self.batch_size, -(-len(rows) // 8) * 8)
-    return log_likelihoods(self.models.downstream, self.downstream_params, rows, batch,
-                           phi).tolist()
+    rows = [(inputs, self.inference.tokenize(c, "targets")) for c in choices]
+    return self.inference.score(self.downstream_params, rows, phi).tolist()
 
-  def generate(self, queries: str | Sequence[str], phi, max_length: int | None = None
-               ) -> str | list[str]:
+  def generate(self, queries: str | Sequence[str], phi) -> str | list[str]:
     """Greedy decoding under phi: a query -> its answer; a list -> a list."""
     single = isinstance(queries, str)
     queries = [queries] if single else list(queries)
-    max_length = max_length or self.max_decode_length
-    batch = min(self.batch_size, -(-len(queries) // 8) * 8)
-    answers = []
-    for start in range(0, len(queries), batch):
-      chunk = [self._query_ids(q) for q in queries[start:start + batch]]
-      inputs, _ = decoding.pad_batch(chunk + [[self.eos]] * (batch - len(chunk)),
-                                     self.lengths["inputs"])
-      tokens = np.asarray(decoding.generate(self.models.downstream, self.downstream_params,
-                                            inputs, max_length=max_length, phi=phi))
-      answers += [self.vocabulary.decode(row) for row in tokens[:len(chunk)]]
+    answers = self.inference.generate(self.downstream_params,
+                                      [self._query_ids(q) for q in queries], phi)
     return answers[0] if single else answers
 
   # Adapters
 
-  def save_adapter(self, phi, directory: str,
-                   format: str = "native") -> None:  # pylint: disable=redefined-builtin
-    """Writes phi as an adapter (`directory` must not exist): "native" (HyperT5's,
-    read by `hypert5.score --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's,
-    for `peft.PeftModel.from_pretrained` on the HuggingFace T5)."""
+  def save_adapter(self, phi, directory: str, format: str = "native",  # noqa: A002
+                   overwrite: bool = False) -> None:
+    """Writes phi as an adapter: "native" (HyperT5's, read by `hypert5.score
+    --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's, for
+    `peft.PeftModel.from_pretrained` on the HuggingFace T5). An existing `directory`
+    is an AdapterError naming it, unless `overwrite` (then it is replaced whole once
+    the new adapter is written)."""
     if format == "native":
-      adapters.save_native(directory, phi, self.peft_config, self.downstream_config)
+      adapters.save_native(directory, phi, self.peft_config, self.downstream_config,
+                           overwrite=overwrite)
     elif format == "peft":
       adapters.save_hf_peft(directory, phi, self.peft_config, self.downstream_config,
-                            self.config.init.downstream_checkpoint)
+                            self.config.init.downstream_checkpoint, overwrite=overwrite)
     else:
-      raise ValueError(f"format={format!r}; expected 'native' or 'peft'")
+      raise AdapterError(f"format={format!r}; expected 'native' or 'peft'")
 
   def load_adapter(self, directory: str):
     """phi (batch axis 1) from an adapter of either format written for this run's model."""
     peft, phi = adapters.load_adapter(directory, self.downstream_config)
     if peft != self.peft_config:
-      raise adapters.AdapterError(f"{directory}: an adapter for {peft}, but this run writes "
+      raise AdapterError(f"{directory}: an adapter for {peft}, but this run writes "
                                   f"{self.peft_config}")
     return jax.tree.map(jnp.asarray, phi)
 

@@ -21,12 +21,18 @@ the train step and `hypert5.bench` run where they are not installed.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from typing import Iterator
+import queue
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 
+from hypert5 import experiment
 from hypert5.errors import ConfigError
+
+log = logging.getLogger("hypert5.data")
 
 SOURCES = ("seqio", "seqio_tfdata", "synthetic")
 PREPROCESS_COMMAND = "python -m hypert5.preprocess --config=CONFIG (with the run's overrides)"
@@ -48,14 +54,14 @@ class DataState:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, value) -> "DataState":
+  def from_dict(cls, value) -> DataState:
     return cls(int(value.get("batches", 0)), value.get("rows"))
 
 
 def open_stream(config, form: str, *, build_missing: bool = True, preprocess_hint: str = ""):
   """The config's mixture as a random-access stream (hypert5_tasks.indexed.IndexedMixture)."""
-  from hypert5_tasks import indexed  # pylint: disable=import-outside-toplevel
-  name = check_mixture(config.data.mixture, form, config.model.vocab_size)
+  from hypert5_tasks import indexed  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+  name = check_mixture(config, form, warn=False)
   return indexed.IndexedMixture(
       name, split=config.data.split, lengths=feature_lengths(config), seed=config.seed,
       cache_dir=config.data.get("cache_dir") or None, build_missing=build_missing,
@@ -118,8 +124,8 @@ def train_batches(config, features: tuple[str, ...], *, local_batch_size: int, s
 
 
 def _tfdata_batches(config, local_batch_size, shard_index, num_shards, start_batch, form):
-  from hypert5_tasks import pipeline  # pylint: disable=import-outside-toplevel
-  name = check_mixture(config.data.mixture, form, config.model.vocab_size)
+  from hypert5_tasks import pipeline  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+  name = check_mixture(config, form, warn=False)
   dataset = pipeline.get_dataset(
       name, feature_lengths(config), split=config.data.split,
       shard_index=shard_index, num_shards=num_shards, seed=config.seed, shuffle=True,
@@ -163,37 +169,45 @@ def synthetic_batch(config, features, batch_size: int, shard_index: int, index: 
   return {k: batch[k] for k in features}
 
 
-def resolve_mixture(mixture: str, form: str) -> str:
-  """The registered name of `mixture` in `form` (few-shot mixtures have _concat and
-  _xonly variants; LM and CACLM mixtures exist in one form only)."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  import hypert5_tasks  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
-  from hypert5_tasks import forms  # pylint: disable=import-outside-toplevel
-  names = set(seqio.MixtureRegistry.names()) | set(seqio.TaskRegistry.names())
-  if form != "hyper" and not mixture.endswith(forms.FORM_SUFFIX[form]):
-    variant = forms.name_for(mixture, form)
-    if variant in names:
-      return variant
-  if mixture not in names:
-    raise ValueError(f"config.data.mixture={mixture!r} is not a registered SeqIO mixture or task")
-  return mixture
+def _mixture_vocab_size(mixture: str, form: str) -> tuple[str, int]:
+  import seqio  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+
+  from hypert5_tasks import forms  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
+  name = forms.resolve_mixture(mixture, form)
+  return name, seqio.get_mixture_or_task(name).output_features["targets"].vocabulary.vocab_size
 
 
-def check_mixture(mixture: str, form: str, model_vocab_size: int) -> str:
-  """Resolves the mixture's name; ids beyond the model's embedding table are an error,
-  not NaNs."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  name = resolve_mixture(mixture, form)
-  size = seqio.get_mixture_or_task(name).output_features["targets"].vocabulary.vocab_size
-  if size > model_vocab_size:
-    raise ValueError(f"mixture {name!r} uses a vocabulary of {size} ids but "
-                     f"config.model.vocab_size={model_vocab_size}")
+def size_vocabulary(config, form: str) -> None:
+  """config.model.vocab_size 0 -> sized from the mixture's vocabulary
+  (experiment.size_vocabulary)."""
+  if config.model.vocab_size:
+    return
+  if config.data.source not in ("seqio", "seqio_tfdata"):
+    raise ConfigError("config.model.vocab_size=0 sizes the model from the mixture's "
+                      f"vocabulary; data.source={config.data.source!r} has none: set it")
+  experiment.size_vocabulary(config, _mixture_vocab_size(config.data.mixture, form)[1])
+
+
+def check_mixture(config, form: str, warn: bool = True) -> str:
+  """Resolves the mixture's name. Ids beyond the model's embedding table are an error,
+  not NaNs; a model trained from scratch with far more outputs than the vocabulary
+  has ids is warned about (the extra outputs can still be predicted, as " ⁇ ")."""
+  name, size = _mixture_vocab_size(config.data.mixture, form)
+  model_size = config.model.vocab_size
+  if size > model_size:
+    raise ConfigError(f"mixture {name!r} uses a vocabulary of {size} ids but "
+                      f"config.model.vocab_size={model_size}")
+  if warn and model_size >= 2 * size and not config.init.downstream_checkpoint:
+    log.warning("config.model.vocab_size=%d but mixture %s's vocabulary has %d ids: a model "
+                "trained from scratch wastes outputs on ids no text has, and may predict "
+                "them; --config.model.vocab_size=0 sizes it from the vocabulary",
+                model_size, name, size)
   return name
 
 
 def write_vocabulary(mixture: str, path: str) -> None:
   """The mixture's SentencePiece model (with its extra ids) as a file."""
-  import seqio  # pylint: disable=import-outside-toplevel
+  import seqio  # noqa: PLC0415  (TensorFlow and SeqIO only for real data)
   vocabulary = seqio.get_mixture_or_task(mixture).output_features["targets"].vocabulary
   with open(path + ".partial", "wb") as f:
     f.write(vocabulary.sp_model)
@@ -209,8 +223,6 @@ class Prefetcher:
   """
 
   def __init__(self, make_iterator, size: int = 2):
-    import queue  # pylint: disable=import-outside-toplevel
-    import threading  # pylint: disable=import-outside-toplevel
     self._queue = queue.Queue(maxsize=size)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, args=(make_iterator,), daemon=True,
@@ -224,12 +236,12 @@ class Prefetcher:
           try:
             self._queue.put(("batch", batch), timeout=0.1)
             break
-          except Exception:  # queue.Full  # pylint: disable=broad-except
+          except queue.Full:
             continue
         if self._stop.is_set():
           return
       self._queue.put(("end", None))
-    except BaseException as e:  # pylint: disable=broad-except  # re-raised in the consumer
+    except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
       self._queue.put(("error", e))
 
   def __iter__(self):

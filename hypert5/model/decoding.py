@@ -12,9 +12,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from hypert5.t5 import T5
+from hypert5.model.t5 import T5
 
 Array = jax.Array
 
@@ -87,19 +86,3 @@ def generate(model: T5, params, encoder_tokens: Array, *, max_length: int, phi=N
   state = (jnp.int32(0), tokens, cache, jnp.zeros((batch,), bool), rng)
   _, tokens, _, _, _ = jax.lax.while_loop(not_finished, step, state)
   return tokens[:, 1:]
-
-
-def pad_batch(sequences: list[list[int]], length: int | None = None,
-              multiple: int = 8) -> tuple[np.ndarray, np.ndarray]:
-  """Right-pads id lists -> ([n, L] int32 ids, [n, L] float32 weights).
-
-  L is rounded up to `multiple` so that few distinct shapes get compiled.
-  """
-  longest = max([len(s) for s in sequences] + [1])
-  length = length or -(-longest // multiple) * multiple
-  ids = np.zeros((len(sequences), length), np.int32)
-  weights = np.zeros((len(sequences), length), np.float32)
-  for i, seq in enumerate(sequences):
-    ids[i, :len(seq)] = seq
-    weights[i, :len(seq)] = 1.0
-  return ids, weights

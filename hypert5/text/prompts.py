@@ -12,7 +12,7 @@ too long by itself is cut.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 PAIR_INPUT = "Input: "
 PAIR_OUTPUT = " Output: "

@@ -22,7 +22,8 @@ import contextlib
 import dataclasses
 import json
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,9 +32,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from hypert5 import checkpoints, experiment, hypermodel, partitioning, t5
-from hypert5.optim import make_optimizer
-from hypert5.errors import MeshError
+from hypert5 import experiment
+from hypert5.errors import ConfigError, MeshError
+from hypert5.formats import checkpoints
+from hypert5.inference import api
+from hypert5.model import hypermodel, partitioning, t5
+from hypert5.training.optim import make_optimizer
 
 
 @dataclasses.dataclass
@@ -71,7 +75,7 @@ class TrainSetup:
       yield
 
   def abstract_batch(self) -> dict:
-    """{feature: ShapeDtypeStruct [batch, length]}, as `hypert5.data` yields it."""
+    """{feature: ShapeDtypeStruct [batch, length]}, as `training/data.py` yields it."""
     lengths = {"hyper": self.config.data.hyper_inputs_length,
                "encoder": self.config.data.inputs_length,
                "decoder": self.config.data.targets_length}
@@ -182,8 +186,8 @@ def check_batch(config, mesh: Mesh, rules) -> None:
         f"batch_size {config.batch_size} must divide over the {dp} data-parallel shards of "
         f"mesh {dict(mesh.shape)} and {jax.process_count()} processes")
   if config.batch_size % config.optimizer.grad_accum_steps:
-    raise ValueError(f"batch_size {config.batch_size} must divide into "
-                     f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
+    raise ConfigError(f"batch_size {config.batch_size} must divide into "
+                      f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
 
 
 def initial_params(config, models, abstract, shardings, mesh, rules, parts):
@@ -191,7 +195,6 @@ def initial_params(config, models, abstract, shardings, mesh, rules, parts):
 
   The downstream model is always made: the hypermodel starts as a copy of it.
   """
-  from hypert5 import adapt  # pylint: disable=import-outside-toplevel
   base = jax.random.PRNGKey(config.seed)
   params = {}
   if config.init.downstream_checkpoint:
@@ -207,21 +210,56 @@ def initial_params(config, models, abstract, shardings, mesh, rules, parts):
       params["hyper"] = checkpoints.restore_part(config.init.hyper_checkpoint, "hyper",
                                                  abstract["hyper"])
     else:
-      fresh = experiment.jit_once(
-          ("hyper_init", models.hyper, experiment.sharding_key(shardings["hyper"])),
-          lambda: jax.jit(lambda r, down: hypermodel.init_from_downstream(
-              nn.unbox(experiment.init_fn(models.hyper)(r)["params"]), down),
-                          out_shardings=shardings["hyper"]))
+      fresh = jax.jit(lambda r, down: hypermodel.init_from_downstream(
+          nn.unbox(experiment.init_fn(models.hyper)(r)["params"]), down),
+                      out_shardings=shardings["hyper"])
       params["hyper"] = fresh(jax.random.fold_in(base, 2), params["downstream"])
   if "shared" in parts:
-    params["shared"] = adapt.initial_shared_peft(config, models, params, abstract["shared"],
+    params["shared"] = initial_shared_peft(config, models, params, abstract["shared"],
                                                  shardings["shared"], mesh, rules,
                                                  jax.random.fold_in(base, 3))
   return {p: params[p] for p in parts}
 
 
+def phi_to_shared_params(phi) -> dict:
+  """phi (batch 1) -> SharedPeft parameters (the same tensors, named by their path)."""
+  flat = {}
+
+  def visit(tree, path):
+    if isinstance(tree, dict):
+      for k, v in tree.items():
+        visit(v, path + (k,))
+    else:
+      flat["/".join(path)] = tree[0]
+
+  visit(phi, ())
+  return flat
+
+
+def initial_shared_peft(config, models, params, abstract, shardings, mesh, rules, rng):
+  """The starting phi of PEFT training (paper section 6): random, the shared
+  multi-task PEFT parameters of a shared_peft run, or a hypermodel's phi for a
+  few training examples of the task."""
+  del params, mesh, rules
+  if config.experiment == "shared_peft" or config.init.peft == "random":
+    return experiment.init_part(models, "shared", rng, shardings)
+  if config.init.peft == "shared":
+    return checkpoints.restore_part(config.init.peft_checkpoint, "shared", abstract)
+  if config.init.peft == "hyper":
+    hyper = api.load(config.init.peft_checkpoint)
+    if (hyper.peft_config != models.downstream.peft_config
+        or hyper.downstream_config.replace(dtype="float32") != models.downstream.config.replace(
+            dtype="float32")):
+      raise ConfigError(f"{config.init.peft_checkpoint}: the hypermodel writes phi for another "
+                       "downstream model or PEFT config than this run's")
+    shared = phi_to_shared_params(hyper.phi(api.read_examples(config.init.peft_examples)))
+    return jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), shared, shardings)
+  raise ConfigError(f"config.init.peft={config.init.peft!r}: expected random, shared or hyper")
+
+
 def make_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules):
-  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable, opt_state, metrics)."""
+  """The jitted step: (trainable, opt_state, step, frozen, batch) -> (trainable,
+  opt_state, metrics)."""
   accum = config.optimizer.grad_accum_steps
   dropout_base = jax.random.fold_in(jax.random.PRNGKey(config.seed), 99)
 
@@ -266,25 +304,21 @@ def make_train_step(models, optimizer, schedule, config, shardings, opt_sharding
       donate_argnums=(0, 1))
 
 
-def reusable_train_step(models, optimizer, schedule, config, shardings, opt_shardings, mesh,
-                        rules):
-  """make_train_step, shared by the runs of one process that would build the same
-  step (hypert5.demo trains several stages in one process; see experiment.jit_once).
-  The key holds everything the step closes over; shardings follow from the models,
-  mesh and rules."""
-  key = ("train_step", models, json.dumps(config.optimizer.to_dict(), sort_keys=True),
-         config.total_steps, config.seed, mesh, rules)
-  return experiment.jit_once(key, lambda: make_train_step(
-      models, optimizer, schedule, config, shardings, opt_shardings, mesh, rules))
+def step_key(models, config, mesh, rules) -> tuple:
+  """Everything the jitted step closes over (shardings follow from the models, mesh
+  and rules): two set-ups with equal keys can share one step."""
+  return ("train_step", models, json.dumps(config.optimizer.to_dict(), sort_keys=True),
+          config.total_steps, config.seed, mesh, rules)
 
 
-def setup_train(config, devices=None) -> TrainSetup:
+def setup_train(config, devices=None, step_cache: dict | None = None) -> TrainSetup:
   """Mesh, models, optimizer, abstract state and the jitted step of `config`.
 
   Raises MeshError (a mesh that does not fit the devices, the batch
   or a parameter) or ValueError (a bad config value) before anything compiles.
-  The step is shared by the calls of one process that would build the same one
-  (reusable_train_step).
+  step_cache: a dict the caller keeps between set-ups that should share jitted steps
+  (hypert5.demo trains its stages in one process): a set-up with the same step_key
+  gets the step made before, without tracing it again.
   """
   # -- Mesh -------------------------------------------------------------------
   mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes, devices)
@@ -303,7 +337,14 @@ def setup_train(config, devices=None) -> TrainSetup:
                     nn.get_partition_spec(experiment.abstract_params(models, part)), mesh)
 
   # -- The step ---------------------------------------------------------------
-  step = reusable_train_step(models, optimizer, schedule, config, shardings,
-                                       opt_shardings, mesh, rules)
+  make_step = lambda: make_train_step(models, optimizer, schedule, config, shardings,
+                                      opt_shardings, mesh, rules)
+  if step_cache is None:
+    step = make_step()
+  else:
+    key = step_key(models, config, mesh, rules)
+    if key not in step_cache:
+      step_cache[key] = make_step()
+    step = step_cache[key]
   return TrainSetup(config, mesh, rules, models, optimizer, schedule, shardings, abstract,
                     opt_shardings, opt_abstract, step)

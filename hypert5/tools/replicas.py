@@ -13,12 +13,14 @@ English) stands in for T5's.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import sentencepiece as spm
 
 ENV_VOCAB = "HYPERT5_VOCAB"
 # Which benchmark copies a mixture reads: (environment variable, replica subfolder).
@@ -34,7 +36,7 @@ class Text:
   """Runs of real English words (the embedded corpus), by length in words."""
 
   def __init__(self, seed: int):
-    from hypert5_tasks import embedded_corpus  # pylint: disable=import-outside-toplevel
+    from hypert5_tasks import embedded_corpus  # noqa: PLC0415  (TF: writing replicas only)
     self.words = " ".join(embedded_corpus.passages("train")).split()
     self.rng = np.random.default_rng(seed)
 
@@ -72,8 +74,7 @@ class ReplicaSize:
 
 def write_vocabulary(path: str, text: Text) -> None:
   """A SentencePiece model in T5's conventions (pad 0, EOS 1, unk 2), from `text`."""
-  import io  # pylint: disable=import-outside-toplevel
-  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+
   spm.set_random_generator_seed(0)
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
@@ -97,9 +98,10 @@ def _first(items, size: ReplicaSize):
 
 def write_p3(root: str, text: Text, size: ReplicaSize) -> None:
   """data/{subset}/train.parquet for every T0 training subset (HF's parquet layout)."""
-  import pyarrow as pa  # pylint: disable=import-outside-toplevel
-  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  from hypert5_tasks import p3  # pylint: disable=import-outside-toplevel
+  import pyarrow as pa  # noqa: PLC0415  (TF: writing replicas only)
+  import pyarrow.parquet as pq  # noqa: PLC0415  (TF: writing replicas only)
+
+  from hypert5_tasks import p3  # noqa: PLC0415  (TF: writing replicas only)
   subsets = _first(p3.t0_train_subsets(), size)
   for i, subset in enumerate(subsets):
     choices = [text.words_of(2) for _ in range(int(text.rng.integers(2, 5)))] if i % 2 else None
@@ -128,7 +130,7 @@ def write_p3(root: str, text: Text, size: ReplicaSize) -> None:
 
 def write_metaicl(root: str, text: Text, size: ReplicaSize) -> None:
   """{task}/{task}_16384_100_train.jsonl for the training tasks of every split."""
-  from hypert5_tasks import metaicl  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import metaicl  # noqa: PLC0415  (TF: writing replicas only)
   tasks = list(dict.fromkeys(t for s in metaicl.SPLITS
                              for t in _first(metaicl.split_config(s)["train"], size)))
   for task in tasks:
@@ -155,7 +157,7 @@ def write_metaicl(root: str, text: Text, size: ReplicaSize) -> None:
 
 def write_sni(root: str, text: Text, size: ReplicaSize) -> None:
   """tasks/{task}.json for the default split's tasks, and splits/default/*_tasks.txt."""
-  from hypert5_tasks import sni  # pylint: disable=import-outside-toplevel
+  from hypert5_tasks import sni  # noqa: PLC0415  (TF: writing replicas only)
   os.makedirs(os.path.join(root, "tasks"), exist_ok=True)
   os.makedirs(os.path.join(root, "splits", "default"), exist_ok=True)
   written = []
@@ -188,9 +190,9 @@ def write_sni(root: str, text: Text, size: ReplicaSize) -> None:
 
 def write_c4(root: str, text: Text, size: ReplicaSize) -> None:
   """A prepared TFDS c4/en:3.1.0 (text, timestamp, url), read by tfds.builder as C4 is."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-  from tensorflow_datasets.core import example_serializer  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # noqa: PLC0415  (TF: writing replicas only)
+  import tensorflow_datasets as tfds  # noqa: PLC0415  (TF: writing replicas only)
+  from tensorflow_datasets.core import example_serializer  # noqa: PLC0415  (TF: writing replicas only)
   folder = os.path.join(root, "c4", "en", "3.1.0")
   os.makedirs(folder, exist_ok=True)
   features = tfds.features.FeaturesDict({"text": tfds.features.Text(),

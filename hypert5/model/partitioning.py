@@ -9,11 +9,12 @@ mesh does not have are dropped, so one rule list serves every mesh.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -115,7 +116,6 @@ def optimizer_state_shardings(optimizer, abstract_state, abstract_params, param_
   factored leaves (Adafactor's row/column statistics) take it minus the reduced
   axis; everything else (step counts) is replicated.
   """
-  import optax  # pylint: disable=import-outside-toplevel
 
   def leaf_sharding(state_leaf, param, sharding):
     if isinstance(state_leaf, optax.MaskedNode):  # a frozen parameter has no state

@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hypert5.t5_config import T5Config
+from hypert5.errors import ConfigError
+from hypert5.model.t5_config import T5Config
 
 LORA_TARGETS = ("q", "k", "v", "o")
 LORA_GROUPS = ("encoder", "decoder_self", "decoder_cross")
@@ -46,15 +47,15 @@ class PeftConfig:
 
   def __post_init__(self):
     if self.kind not in ("prefix", "lora"):
-      raise ValueError(f"PeftConfig.kind must be 'prefix' or 'lora', got {self.kind!r}")
+      raise ConfigError(f"PeftConfig.kind must be 'prefix' or 'lora', got {self.kind!r}")
     if self.kind == "prefix" and self.prefix_length <= 0:
-      raise ValueError(f"prefix_length must be positive, got {self.prefix_length}")
+      raise ConfigError(f"prefix_length must be positive, got {self.prefix_length}")
     if self.kind == "lora":
       if self.lora_rank <= 0:
-        raise ValueError(f"lora_rank must be positive, got {self.lora_rank}")
+        raise ConfigError(f"lora_rank must be positive, got {self.lora_rank}")
       bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
       if bad or not self.lora_targets:
-        raise ValueError(f"lora_targets {self.lora_targets} must be a non-empty subset of "
+        raise ConfigError(f"lora_targets {self.lora_targets} must be a non-empty subset of "
                          f"{LORA_TARGETS}")
     object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
 
@@ -74,11 +75,11 @@ class PeftConfig:
     return dataclasses.asdict(self)
 
   @classmethod
-  def from_dict(cls, values: dict[str, Any], *, source: str = "peft config") -> "PeftConfig":
+  def from_dict(cls, values: dict[str, Any], *, source: str = "peft config") -> PeftConfig:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-      raise ValueError(f"{source}: unknown PeftConfig keys {unknown}")
+      raise ConfigError(f"{source}: unknown PeftConfig keys {unknown}")
     values = dict(values)
     if "lora_targets" in values:
       values["lora_targets"] = tuple(values["lora_targets"])
@@ -89,7 +90,7 @@ class PeftConfig:
       json.dump(self.to_dict(), f, indent=2, sort_keys=True)
 
   @classmethod
-  def load(cls, path: str) -> "PeftConfig":
+  def load(cls, path: str) -> PeftConfig:
     with open(path) as f:
       return cls.from_dict(json.load(f), source=path)
 
@@ -107,7 +108,7 @@ def phi_shapes(peft: PeftConfig, cfg: T5Config) -> dict:
   """Per-example shapes of phi (no batch axis), as a pytree of tuples."""
   if peft.kind == "prefix":
     if cfg.num_encoder_layers != cfg.num_decoder_layers:
-      raise ValueError(
+      raise ConfigError(
           "prefix phi [L, 2, 2, P, H] needs equal encoder and decoder depth; this model has "
           f"{cfg.num_encoder_layers} encoder and {cfg.num_decoder_layers} decoder layers")
     layers, p, h = cfg.num_encoder_layers, peft.prefix_length, cfg.joined_kv
@@ -216,11 +217,6 @@ def per_layer(phi, peft: PeftConfig, cfg: T5Config, batch_size: int) -> dict:
 
   return {"encoder": {"self": lora("encoder")},
           "decoder": {"self": lora("decoder_self"), "cross": lora("decoder_cross")}}
-
-
-def slice_phi(phi, index):
-  """Example `index` of a batched phi, keeping a batch axis of 1."""
-  return jax.tree.map(lambda x: x[index:index + 1], phi)
 
 
 class SharedPeft(nn.Module):
