@@ -10,6 +10,11 @@ Its names load on first use, so `import hypert5` imports neither JAX nor
 TensorFlow (the commands and `hypert5.bench`/`hypert5.plan` rely on that).
 """
 
+from hypert5 import cli as _cli
+
+if _cli.launched_as_command():
+  _cli.set_up_command_environment()
+
 _API = ("load", "Run", "read_examples", "context_segments", "ExamplesError")
 __all__ = list(_API)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from absl import flags
 
 from hypert5 import cli
+from hypert5.formats import adapters
 from hypert5.inference import api
 
 FLAGS = flags.FLAGS
@@ -45,9 +46,12 @@ def main(argv) -> None:
   cli.quiet_logs()
   examples = api.read_examples(FLAGS.examples, FLAGS.max_examples)
   run = api.load(FLAGS.checkpoint)
+  fit = run.context_fit(examples, FLAGS.definition)
   run.save_adapter(run.phi(examples, FLAGS.definition), FLAGS.out, FLAGS.format,
-                   overwrite=FLAGS.overwrite)
-  print(f"wrote {FLAGS.format} adapter for {len(examples)} examples to {FLAGS.out}")
+                   overwrite=FLAGS.overwrite, context_fit=fit)
+  print(f"wrote {FLAGS.format} adapter to {FLAGS.out}: {fit['examples_kept']} of "
+        f"{fit['examples_given']} examples fit the hypermodel's input whole "
+        f"({adapters.CONTEXT_FILE} there says so)")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
-from hypert5.errors import ConfigError, HyperT5Error
+from hypert5.errors import ConfigError, HyperT5Error, Preempted
 
 
 @contextlib.contextmanager
@@ -42,10 +41,10 @@ def native_stderr_silenced():
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
   """Imports TensorFlow with its C++ start-up lines (CUDA probing, oneDNN, CPU
   features) silenced: they print before TensorFlow sets up its logging, so
-  TF_CPP_MIN_LOG_LEVEL cannot hide them. Only while TF_CPP_MIN_LOG_LEVEL is 3."""
+  TF_CPP_MIN_LOG_LEVEL cannot hide them. Unless TF_CPP_MIN_LOG_LEVEL is 0 (all logs)."""
 
   def find_spec(self, name, path=None, target=None):
-    if name != "tensorflow" or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+    if name != "tensorflow" or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
       return None
     spec = importlib.machinery.PathFinder.find_spec(name, path)
     if spec is not None and spec.loader is not None:
@@ -59,13 +58,35 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     return spec
 
 
-# Commands are quiet about TensorFlow (which only reads data for them) unless the
-# user asks otherwise (TF_CPP_MIN_LOG_LEVEL=0).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
-  sys.meta_path.insert(0, _QuietTensorFlowImport())
+def _excepthook(kind, error, traceback):
+  """A command's user error raised while its modules import (before `run` guards
+  `main`; e.g. a $HYPERT5_TASK_MODULES entry that does not exist): one line, exit 1."""
+  message = user_error_message(error)
+  if message is None:
+    sys.__excepthook__(kind, error, traceback)
+  else:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def launched_as_command() -> bool:
+  """Whether this process is `python -m hypert5.<command>`."""
+  argv = list(getattr(sys, "orig_argv", ()))
+  return "-m" in argv[:-1] and argv[argv.index("-m") + 1].startswith("hypert5.")
+
+
+def set_up_command_environment() -> None:
+  """What a command's process needs before any library loads (`import hypert5` calls it
+  for `python -m hypert5.<command>`): TensorFlow, which only reads data for the
+  commands, keeps quiet unless TF_CPP_MIN_LOG_LEVEL says otherwise (JAX sets its own
+  default on import, so this comes first), and user errors raised while the
+  command's modules import print one line."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+  sys.excepthook = _excepthook
 
 EXIT_ERROR = 1  # bad input or a fault the message names
+EXIT_USAGE = 2  # flags that do not parse (an unknown flag or config key, a bad value)
 # A run stopped by SIGTERM after saving its step; starting it again resumes it
 # (sysexits' EX_TEMPFAIL: schedulers and job scripts requeue on it).
 EXIT_PREEMPTED = 75
@@ -101,16 +122,35 @@ def run(main: Callable[[Sequence[str]], None],
   for name in required:
     flags.mark_flag_as_required(name)
 
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001  (whatever a flag or config override raised)
+      fail(f"{_flag_error(e)} (--help lists the flags)", EXIT_USAGE)
+
   def guarded(argv):
     try:
       main(argv)
+    except Preempted as e:
+      print(f"{e}: saved; the same command resumes from there", file=sys.stderr)
+      sys.exit(EXIT_PREEMPTED)
     except Exception as e:
       message = user_error_message(e)
       if message is None:
         raise
       fail(message)
 
-  app.run(guarded)
+  app.run(guarded, flags_parser=parse)
+
+
+def _flag_error(error: BaseException) -> str:
+  """One line for a flag that did not parse. ml_collections reports a config key typo
+  as a KeyError whose text is the key and a "Did you mean" line."""
+  text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+  lines = [line.strip() for line in text.strip().strip("'\"").splitlines() if line.strip()]
+  if isinstance(error, KeyError):
+    return "unknown config key " + " ".join(lines)
+  return " ".join(lines)
 
 
 def quiet_logs(tag: str = "") -> None:
@@ -165,6 +205,7 @@ def use_compilation_cache(directory: str | None = None) -> None:
   default_compilation_cache_dir()): multi-stage commands compile the same programs
   across stages, restarts and workdirs. Entries are keyed by the program, the flags
   and the JAX version, so sharing is safe; the oldest go beyond 2 GiB."""
+  import jax  # noqa: PLC0415  (this module loads with `import hypert5` for commands)
   jax.config.update("jax_compilation_cache_dir", os.environ.get(
       "JAX_COMPILATION_CACHE_DIR", directory or default_compilation_cache_dir()))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

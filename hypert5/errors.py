@@ -56,6 +56,12 @@ class TrainingDiverged(HyperT5Error, RuntimeError):
   """The loss became NaN or Inf."""
 
 
+class Preempted(Exception):
+  """SIGTERM arrived and the current step is saved: not an error, not a finished run.
+  Commands exit with cli.EXIT_PREEMPTED (75) so that job scripts and schedulers can
+  tell it from completion and start the same command again, which resumes."""
+
+
 class BenchError(HyperT5Error, ValueError):
   """A benchmark (hypert5.bench, hypert5.input_bench) asked for what it cannot measure
   here: an unknown preset, mixture or pipeline, a mesh beyond the devices."""

@@ -82,6 +82,50 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(c)
 
 
+# The choices and the integers the loop, the data and the optimizer take, checked
+# before any work with the valid values in the message (see validate).
+DATA_SOURCES = ("seqio", "seqio_tfdata", "synthetic")
+OPTIMIZERS = ("adafactor", "adamw")
+SCHEDULES = ("constant", "linear", "cosine", "rsqrt")
+PEFT_INITS = ("random", "shared", "hyper")
+AT_LEAST_ONE = ("batch_size", "total_steps", "checkpoint_every", "keep_checkpoints",
+                "log_every", "data.hyper_inputs_length", "data.inputs_length",
+                "data.targets_length", "optimizer.grad_accum_steps", "eval.batch_size")
+AT_LEAST_ZERO = ("eval_every", "eval.max_examples", "eval.max_tasks", "eval.max_decode_length",
+                 "optimizer.warmup_steps", "optimizer.learning_rate",
+                 "optimizer.grad_clip_norm", "optimizer.weight_decay", "model.vocab_size")
+
+
+def _get(config, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+def validate(config) -> None:
+  """ConfigError naming the first key whose value cannot run, with what it may be:
+  said before any work (a batch size of 0 would otherwise fail minutes later inside
+  TensorFlow, a checkpoint interval of 0 divide by zero after step 1, and keeping
+  no checkpoints delete the run's)."""
+  choices = {"experiment": tuple(TRAINABLE), "data.source": DATA_SOURCES,
+             "optimizer.name": OPTIMIZERS, "optimizer.schedule": SCHEDULES,
+             "init.peft": PEFT_INITS}
+  for key, allowed in choices.items():
+    if _get(config, key) not in allowed:
+      raise ConfigError(f"config.{key}={_get(config, key)!r}: expected one of "
+                        f"{', '.join(allowed)}")
+  for key, least in [(k, 1) for k in AT_LEAST_ONE] + [(k, 0) for k in AT_LEAST_ZERO]:
+    value = _get(config, key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+      what = "a positive integer" if least else "a number of 0 or more"
+      extra = " (keeping none would delete the run's checkpoints)" if key == (
+          "keep_checkpoints") else ""
+      raise ConfigError(f"config.{key}={value!r}: must be {what}{extra}")
+  if config.batch_size % config.optimizer.grad_accum_steps:
+    raise ConfigError(f"config.batch_size={config.batch_size} must divide into "
+                      f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")
+
+
 def size_vocabulary(config, data_vocab_size: int) -> None:
   """config.model.vocab_size 0 -> the data's vocabulary size (SeqIO's extra ids
   included) rounded up to a multiple of 128, as T5's 32,128 is: a model trained from

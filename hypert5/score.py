@@ -14,6 +14,8 @@ checkpoint's vocabulary, EOS appended, as SeqIO does) or a list of token ids
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections.abc import Iterable
 
@@ -39,10 +41,20 @@ def define_flags() -> None:
 
 
 def read_examples(path: str, vocab, vocab_size: int, eos_id: int) -> list[tuple[list, list]]:
-  """jsonl -> [(input ids, target ids)], with file:line errors."""
-  return [tuple(_to_ids(record[key], f"{where}: {key!r}", vocab, vocab_size, eos_id)
-                for key in ("inputs", "targets"))
-          for where, record in files.read_jsonl(path, ("inputs", "targets"), DataError)]
+  """jsonl -> [(input ids, target ids)], with file:line errors. An empty file, or an
+  empty list of ids (a target of no tokens would score 0.0), is an error."""
+  examples = []
+  for where, record in files.read_jsonl(path, ("inputs", "targets"), DataError):
+    pair = tuple(_to_ids(record[key], f"{where}: {key!r}", vocab, vocab_size, eos_id)
+                 for key in ("inputs", "targets"))
+    for key, ids in zip(("inputs", "targets"), pair):
+      if not ids:
+        raise DataError(f"{where}: {key!r} is empty; give text or at least one token id")
+    examples.append(pair)
+  if not examples:
+    raise DataError(f"{path}: no examples (expected lines of "
+                    '{"inputs": ..., "targets": ...})')
+  return examples
 
 
 def _to_ids(value, where: str, vocab, vocab_size: int, eos_id: int) -> list[int]:
@@ -76,6 +88,11 @@ def score_examples(model, params, examples: list[tuple[list, list]], batch_size:
 
 def main(argv) -> None:
   del argv
+  if FLAGS.batch_size < 1:
+    raise DataError(f"--batch_size={FLAGS.batch_size}: must be at least 1")
+  if FLAGS.output:  # said before the work: results that cannot be written are lost
+    files.check_writable_dir(os.path.dirname(os.path.abspath(FLAGS.output)), DataError,
+                             "--output")
   cfg, params, vocab_path = checkpoints.load_model(FLAGS.checkpoint)
   vocab_path = FLAGS.vocab or vocab_path
   vocab = Vocabulary(vocab_path) if vocab_path else None
@@ -84,6 +101,11 @@ def main(argv) -> None:
   if FLAGS.adapter:
     peft_config, phi = adapters.load_adapter(FLAGS.adapter, cfg)
   scores = list(score_examples(t5.T5(cfg, peft_config), params, examples, FLAGS.batch_size, phi))
+  for number, score in enumerate(scores, start=1):
+    if not math.isfinite(score["log_likelihood"]):
+      source = f"{FLAGS.checkpoint}" + (f" with adapter {FLAGS.adapter}" if FLAGS.adapter else "")
+      raise DataError(f"{FLAGS.data}: example {number} scores {score['log_likelihood']} under "
+                      f"{source}: the model's numbers are broken; nothing was written")
   if FLAGS.output:  # all or nothing: no partial file after a failure
     files.write_jsonl_atomic(FLAGS.output, scores, DataError)
   else:

@@ -53,10 +53,7 @@ def main(argv) -> None:
     raise ConfigError("--workdir is required")
   initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          FLAGS.multihost)
-  try:
-    loop.train(FLAGS.config, FLAGS.workdir)
-  except loop.Preempted:
-    pass  # saved; the next start resumes from it
+  loop.train(FLAGS.config, FLAGS.workdir)  # Preempted: cli.run exits with EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

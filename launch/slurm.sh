@@ -11,6 +11,8 @@
 # The code and its .venv are used in place: the repository must be on a file
 # system the nodes share, with a venv holding a CUDA jax (`make venv`, then
 # `.venv/bin/pip install -c constraints.txt "jax[cuda12]"`).
+# A command preempted by SIGTERM saves its step and exits 75 (hypert5/cli.py); the
+# job script then requeues the job (#SBATCH --requeue), which resumes from there.
 # --dry-run prints the script and the commands instead.
 set -euo pipefail
 
@@ -152,6 +154,7 @@ sbatch_script() {
   [[ -z $time_limit ]] || printf '#SBATCH --time=%s\n' "$time_limit"
   [[ -z $account ]] || printf '#SBATCH --account=%s\n' "$account"
   printf '#SBATCH --output=logs/%%x-%%j.out\n'
+  printf '#SBATCH --requeue\n'
   local option
   for option in ${extra[@]+"${extra[@]}"}; do
     printf '#SBATCH %s\n' "$option"
@@ -162,7 +165,17 @@ sbatch_script() {
 set -euo pipefail
 cd $(quote "$repo")
 export PATH=$(quote "$venv/bin"):"\$PATH" VIRTUAL_ENV=$(quote "$venv") PYTHONUNBUFFERED=1
+set +e
 srun --kill-on-bad-exit=1 --gpu-bind=none --output=logs/%x-%j-%t.log $(quote_words "$@")
+status=\$?
+set -e
+# 75: the command was preempted (SIGTERM) after saving its step; the job goes back
+# in the queue and the same command resumes from that step.
+if [[ \$status == 75 ]]; then
+  echo "preempted: requeueing job \$SLURM_JOB_ID; it resumes from its saved step" >&2
+  scontrol requeue "\$SLURM_JOB_ID"
+fi
+exit \$status
 EOF
 }
 

@@ -199,4 +199,10 @@ else
   start+=" \"\$@\" 2>&1 | tee \"\$log\""
 fi
 step '3. run the command on every worker'
-ssh_all "$start" "$@"
+status=0
+ssh_all "$start" "$@" || status=$?
+if [[ $status == 75 ]]; then
+  # hypert5's commands exit 75 when SIGTERM stopped them after saving their step.
+  printf 'tpu_pod.sh: the run was preempted and saved its step; run this same launch command again to resume (a TPU VM has no scheduler to requeue it)\n' >&2
+fi
+exit "$status"

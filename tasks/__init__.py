@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 
+from hypert5.errors import MissingDataError
 from hypert5_tasks import caclm, embedded_benchmarks, lm, metaicl, p3, sni
 from hypert5_tasks.feature_converter import HyperFeatureConverter
 from hypert5_tasks.forms import FORMS
@@ -59,7 +60,7 @@ def import_task_modules(value: str | None = None) -> list[str]:
     if entry.endswith(".py") or os.sep in entry:
       path = os.path.abspath(entry)
       if not os.path.isfile(path):
-        raise FileNotFoundError(f"{ENV_TASK_MODULES} names {entry!r}, but there is no file "
+        raise MissingDataError(f"{ENV_TASK_MODULES} names {entry!r}, but there is no file "
                                 f"{path}")
       module_name = os.path.splitext(os.path.basename(path))[0]
       if module_name not in sys.modules:
@@ -73,7 +74,14 @@ def import_task_modules(value: str | None = None) -> list[str]:
           raise
     else:
       module_name = entry
-      importlib.import_module(module_name)
+      try:
+        importlib.import_module(module_name)
+      except ModuleNotFoundError as e:
+        if e.name != module_name.split(".")[0] and e.name != module_name:
+          raise  # the module imports something missing: its own traceback says what
+        raise MissingDataError(f"{ENV_TASK_MODULES} names module {entry!r}, which Python "
+                               "cannot find; give its .py file's path, or add its folder "
+                               "to PYTHONPATH") from None
     imported.append(module_name)
   return imported
 

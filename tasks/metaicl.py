@@ -40,6 +40,7 @@ import numpy as np
 import seqio
 from absl import logging
 
+from hypert5.errors import ConfigError, DataError
 from hypert5.text import metrics, prompts
 from hypert5_tasks import fewshot, forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
@@ -58,7 +59,7 @@ KEYS = ("task", "input", "output", "options")
 def split_config(split: str) -> dict[str, list[str]]:
   """{"train": [...], "test": [...], "unseen_domain_test": [...]} of a task split."""
   if split not in SPLITS:
-    raise ValueError(f"unknown MetaICL split {split!r}; expected one of {SPLITS}")
+    raise ConfigError(f"unknown MetaICL split {split!r}; expected one of {SPLITS}")
   with open(DATA / f"metaicl_{split}.json", encoding="utf-8") as f:
     return json.load(f)
 
@@ -119,17 +120,17 @@ def read_jsonl(path: str, task: str) -> list[dict]:
       try:
         line = json.loads(text)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{number}: malformed JSON ({e.msg})") from e
+        raise DataError(f"{path}:{number}: malformed JSON ({e.msg})") from e
       if not isinstance(line, dict):
-        raise ValueError(f"{path}:{number}: expected a JSON object, got {type(line).__name__}")
+        raise DataError(f"{path}:{number}: expected a JSON object, got {type(line).__name__}")
       missing = [k for k in KEYS if k not in line]
       if missing:
-        raise ValueError(f"{path}:{number}: missing key(s) {missing}; a line needs {list(KEYS)}")
+        raise DataError(f"{path}:{number}: missing key(s) {missing}; a line needs {list(KEYS)}")
       if line["task"] != task:
-        raise ValueError(f"{path}:{number}: line of task {line['task']!r} in a {task!r} file")
+        raise DataError(f"{path}:{number}: line of task {line['task']!r} in a {task!r} file")
       options = line["options"] or []
       if has_choices(task) and line["output"] not in options:
-        raise ValueError(f"{path}:{number}: output {line['output']!r} is not one of its "
+        raise DataError(f"{path}:{number}: output {line['output']!r} is not one of its "
                          f"options {options}")
       lines.append({"input": line["input"], "output": line["output"], "options": options})
   return lines
@@ -162,7 +163,7 @@ def fewshot_context(root: str, task: str, seed: int, k: int = TEST_K) -> list[st
   path = jsonl_path(root, task, k, seed, "train")
   lines = read_jsonl(path, task)
   if len(lines) < k:
-    raise ValueError(f"{path}: a {k}-shot file with only {len(lines)} examples")
+    raise DataError(f"{path}: a {k}-shot file with only {len(lines)} examples")
   if len(lines) > k:
     logging.warning("%s has %d lines; using the first %d as the few-shot set", path,
                     len(lines), k)

@@ -57,6 +57,7 @@ import seqio
 from absl import logging
 from tensorflow.core.example import example_pb2
 
+from hypert5.errors import DataError
 from hypert5.text import metrics, prompts
 from hypert5_tasks import fewshot, forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
@@ -161,11 +162,11 @@ def _tfrecord_payloads(path: str) -> Iterator[bytes]:
   with open(path, "rb") as f:
     while header := f.read(12):
       if len(header) < 12:
-        raise ValueError(f"{path}: truncated TFRecord header")
+        raise DataError(f"{path}: truncated TFRecord header")
       (length,) = struct.unpack("<Q", header[:8])
       payload = f.read(length)
       if len(payload) < length or len(f.read(4)) < 4:
-        raise ValueError(f"{path}: truncated TFRecord record")
+        raise DataError(f"{path}: truncated TFRecord record")
       yield payload
 
 
@@ -209,7 +210,7 @@ def iter_rows(files: SubsetFiles, columns: Sequence[str], shard: sources.Shard =
     parquet = pq.ParquetFile(path)
     missing = [c for c in columns if c not in parquet.schema_arrow.names]
     if missing:
-      raise ValueError(f"{path}: missing P3 columns {missing}; has {parquet.schema_arrow.names}")
+      raise DataError(f"{path}: missing P3 columns {missing}; has {parquet.schema_arrow.names}")
     start = pieces[-1][2] + pieces[-1][3] if pieces else 0
     for g in range(parquet.num_row_groups):
       rows = parquet.metadata.row_group(g).num_rows
@@ -299,7 +300,7 @@ def grouped_choices(rows: Iterator[dict], path: str) -> Iterator[tuple[str, list
       if group:
         yield flush()
       if example in seen:
-        raise ValueError(f"{path}: rows of example {example} are not consecutive")
+        raise DataError(f"{path}: rows of example {example} are not consecutive")
       seen.add(example)
       current, group = example, []
     group.append(row)

@@ -51,6 +51,7 @@ import numpy as np
 import seqio
 from absl import logging
 
+from hypert5.errors import DataError
 from hypert5.text import metrics, prompts
 from hypert5_tasks import forms, locations, scoring, sources
 from hypert5_tasks import records as records_lib
@@ -107,7 +108,7 @@ class SniTask:
 def _strings(value, what: str, path: str) -> list[str]:
   values = value if isinstance(value, list) else [value]
   if not all(isinstance(v, str) for v in values):
-    raise ValueError(f"{path}: {what} must be text, got {value!r}")
+    raise DataError(f"{path}: {what} must be text, got {value!r}")
   return values
 
 
@@ -126,13 +127,13 @@ def load_task(path: str, split: str) -> SniTask:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)  # accepts the bare NaN some files contain
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}:{e.lineno}:{e.colno}: malformed JSON ({e.msg})") from e
+    raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON ({e.msg})") from e
   missing = [k for k in REQUIRED_KEYS if k not in data]
   if missing:
-    raise ValueError(f"{path}: missing key(s) {missing}")
+    raise DataError(f"{path}: missing key(s) {missing}")
   definition = " ".join(d.strip() for d in _strings(data["Definition"], "Definition", path))
   if not definition.strip():
-    raise ValueError(f"{path}: empty Definition")
+    raise DataError(f"{path}: empty Definition")
   positives = tuple((ex["input"], _strings(ex["output"], "a positive example output", path)[0])
                     for ex in data["Positive Examples"])
   instances = []
@@ -140,7 +141,7 @@ def load_task(path: str, split: str) -> SniTask:
     x = _strings(instance.get("input"), f"Instances[{i}].input", path)[0]
     references = tuple(_strings(instance.get("output"), f"Instances[{i}].output", path))
     if not references:
-      raise ValueError(f"{path}: Instances[{i}] has no output")
+      raise DataError(f"{path}: Instances[{i}] has no output")
     instances.append((x, references))
   if split == "test":
     instances = instances[:EVAL_INSTANCES]
@@ -157,7 +158,7 @@ def context(task: SniTask, setting: str) -> list[str]:
   """The hypermodel's segments for a setting: the definition, then positive examples."""
   num_positives = SETTINGS[setting]
   if len(task.positives) < num_positives:
-    raise ValueError(f"{task.path}: setting {setting} needs {num_positives} positive examples, "
+    raise DataError(f"{task.path}: setting {setting} needs {num_positives} positive examples, "
                      f"the task has {len(task.positives)}")
   segments = [prompts.format_definition(task.definition)]
   segments += [prompts.format_positive_example(i + 1, x, y)

@@ -37,8 +37,8 @@ are the correct options' indices).
 
 Everything is read and checked before anything is registered: a missing
 folder, a malformed line, a line without "output", options without the output,
-an empty file, or a name already registered raise ValueError (or
-FileNotFoundError) naming the file and line.
+an empty file, or a name already registered raise a DataError, ConfigError (or
+MissingDataError) naming the file and line.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ import seqio
 from absl import logging
 
 from hypert5 import files
-from hypert5.errors import DataError
+from hypert5.errors import ConfigError, DataError, MissingDataError
 from hypert5.text import metrics as metrics_lib
 from hypert5.text import prompts
 from hypert5_tasks import fewshot, forms, scoring, sources
@@ -122,7 +122,7 @@ def read_lines(path: str) -> tuple[Line, ...]:
 def read_folder(folder: str) -> list[UserTask]:
   """Every task under `folder`, read and checked."""
   if not os.path.isdir(folder):
-    raise FileNotFoundError(f"no folder {folder}; expected {folder}/TASK/train.jsonl and/or "
+    raise MissingDataError(f"no folder {folder}; expected {folder}/TASK/train.jsonl and/or "
                             f"{folder}/TASK/test.jsonl")
   tasks = []
   for name in sorted(os.listdir(folder)):
@@ -132,25 +132,25 @@ def read_folder(folder: str) -> list[UserTask]:
     splits = {s: read_lines(os.path.join(path, f"{s}.jsonl")) for s in SPLITS
               if os.path.exists(os.path.join(path, f"{s}.jsonl"))}
     if not splits:
-      raise FileNotFoundError(f"{path}: no train.jsonl or test.jsonl")
+      raise MissingDataError(f"{path}: no train.jsonl or test.jsonl")
     definition = None
     definition_path = os.path.join(path, DEFINITION_FILE)
     if os.path.exists(definition_path):
       with open(definition_path, encoding="utf-8") as f:
         definition = " ".join(f.read().split())
       if not definition:
-        raise ValueError(f"{definition_path}: empty definition")
+        raise DataError(f"{definition_path}: empty definition")
     task = UserTask(name, path, splits, definition)
     if "train" in splits and "test" in splits and (
         (splits["train"][0].options is None) != (splits["test"][0].options is None)):
-      raise ValueError(f"{path}: train.jsonl and test.jsonl must both have 'options' or "
+      raise DataError(f"{path}: train.jsonl and test.jsonl must both have 'options' or "
                        "both have none")
     if "test" in splits and "train" not in splits and definition is None:
-      raise FileNotFoundError(f"{path}: test.jsonl needs a train.jsonl to draw its few-shot "
+      raise MissingDataError(f"{path}: test.jsonl needs a train.jsonl to draw its few-shot "
                               f"examples from (or a {DEFINITION_FILE})")
     tasks.append(task)
   if not tasks:
-    raise FileNotFoundError(f"{folder} has no task folders (TASK/train.jsonl, TASK/test.jsonl)")
+    raise MissingDataError(f"{folder} has no task folders (TASK/train.jsonl, TASK/test.jsonl)")
   return tasks
 
 
@@ -166,21 +166,21 @@ def scoring_for(task: UserTask, metric: Metric | None) -> dict:
                  else metrics_lib.accuracy)
     elif isinstance(m, str):
       if m not in GENERATION_METRICS:
-        raise ValueError(f"task {task.name!r}: unknown metric {m!r}; expected one of "
+        raise ConfigError(f"task {task.name!r}: unknown metric {m!r}; expected one of "
                          f"{', '.join(METRIC_NAMES)} or a SeqIO metric function")
       fns.append(GENERATION_METRICS[m])
     elif callable(m):
       fns.append(m)
     else:
-      raise ValueError(f"task {task.name!r}: a metric is a name or a function, got {m!r}")
+      raise ConfigError(f"task {task.name!r}: a metric is a name or a function, got {m!r}")
   ranked = [scoring.is_score_metric(fn) for fn in fns]
   if any(ranked) and not task.has_options:
-    raise ValueError(f"task {task.name!r} ({task.folder}): a rank-classification metric "
+    raise ConfigError(f"task {task.name!r} ({task.folder}): a rank-classification metric "
                      "needs 'options' on every line")
   if all(ranked):
     return dict(metric_fns=tuple(fns), postprocess_fn=scoring.label)
   if any(ranked):
-    raise ValueError(f"task {task.name!r}: its metrics mix rank classification and "
+    raise ConfigError(f"task {task.name!r}: its metrics mix rank classification and "
                      "generation; pick one")
   return scoring.generation(*fns)
 
@@ -239,13 +239,13 @@ def register_jsonl_benchmark(name: str, folder: str, *,
   Returns the registered task names (base form).
   """
   if forms.safe_name(name) != name or "." in name:
-    raise ValueError(f"benchmark name {name!r}: use letters, digits and '_' only")
+    raise ConfigError(f"benchmark name {name!r}: use letters, digits and '_' only")
   folder = os.path.abspath(folder)
   tasks = read_folder(folder)
   per_task = metric if isinstance(metric, Mapping) else {t.name: metric for t in tasks}
   unknown = sorted(set(per_task) - {t.name for t in tasks})
   if unknown:
-    raise ValueError(f"metric names task(s) {unknown}, not folders of {folder}")
+    raise ConfigError(f"metric names task(s) {unknown}, not folders of {folder}")
   scorings = {t.name: scoring_for(t, per_task.get(t.name)) for t in tasks}
   names = {t.name: f"{name}.{forms.safe_name(t.name)}" for t in tasks}
   by_name = {t.name: t for t in tasks}
@@ -253,14 +253,14 @@ def register_jsonl_benchmark(name: str, folder: str, *,
       train_tasks)
   for task in trained:
     if task not in by_name or "train" not in by_name[task].splits:
-      raise ValueError(f"train_tasks names {task!r}, which has no {folder}/{task}/train.jsonl")
+      raise ConfigError(f"train_tasks names {task!r}, which has no {folder}/{task}/train.jsonl")
   tested = [t.name for t in tasks if "test" in t.splits]
   mixtures = [f"{name}_train"] * bool(trained) + [f"{name}_test"] * bool(tested)
   if not replace:
     taken = [m for m in mixtures if m in seqio.MixtureRegistry.names()]
     taken += [n for n in names.values() if n in seqio.TaskRegistry.names()]
     if taken:
-      raise ValueError(f"benchmark {name!r} is registered already ({', '.join(taken[:3])}); "
+      raise ConfigError(f"benchmark {name!r} is registered already ({', '.join(taken[:3])}); "
                        "pass replace=True to register it again, or pick another name")
   if isinstance(vocabulary, str):
     vocabulary = seqio.SentencePieceVocabulary(vocabulary, extra_ids=vocab_lib.EXTRA_IDS)

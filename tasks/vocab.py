@@ -30,6 +30,7 @@ import pathlib
 import sentencepiece as spm
 import seqio
 
+from hypert5.errors import MissingDataError
 from hypert5_tasks import embedded_corpus, embedded_rules, forms, locations
 
 DEFAULT_VOCAB_PATH = "gs://t5-data/vocabs/cc_all.32000/sentencepiece.model"
@@ -47,9 +48,26 @@ def vocab_path() -> str:
   return os.environ.get(locations.ENV_VOCAB) or DEFAULT_VOCAB_PATH
 
 
+class _Vocabulary(seqio.SentencePieceVocabulary):
+  """SeqIO's, with one clear error when its file cannot be read (offline, T5's
+  default gs:// path otherwise ends in a libcurl failure deep in TensorFlow)."""
+
+  def _model_context(self):
+    try:
+      return super()._model_context()
+    except Exception as e:  # noqa: BLE001  (TensorFlow's file errors, whatever their class)
+      if self._model:  # loaded; the error is another one
+        raise
+      raise MissingDataError(
+          f"cannot read the SentencePiece vocabulary {self.sentencepiece_model_file} "
+          f"({type(e).__name__}: {str(e).splitlines()[0][:120]}). Download T5's "
+          f"({DEFAULT_VOCAB_PATH}) where you have access and point {locations.ENV_VOCAB} at "
+          "the local copy") from None
+
+
 @functools.cache
 def _vocabulary(path: str) -> seqio.SentencePieceVocabulary:
-  return seqio.SentencePieceVocabulary(path, extra_ids=EXTRA_IDS)
+  return _Vocabulary(path, extra_ids=EXTRA_IDS)
 
 
 def default_vocabulary() -> seqio.SentencePieceVocabulary:

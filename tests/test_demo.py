@@ -110,9 +110,9 @@ def test_second_worker_failures_are_errors_and_it_stops_with_the_first(tmp_path)
   failed.process.wait()
   with pytest.raises(demo.WorkerFailed, match="exit code 3"):
     failed.check()
-  preempted = demo.SecondWorker([sys.executable, "-c", "import sys; sys.exit(143)"])
+  preempted = demo.SecondWorker([sys.executable, "-c", "import sys; sys.exit(75)"])
   preempted.process.wait()
-  with pytest.raises(demo.WorkerPreempted):
+  with pytest.raises(errors.Preempted, match="worker 2 was stopped"):
     preempted.check()
 
   # A worker told to go gets the demo's start time; when the first worker's end of its

@@ -47,13 +47,15 @@ def _commands(stdout):
           if line.strip() and not line.startswith("#")]
 
 
-def _recorder(path, log):
-  """An executable that appends its argv (as JSON) to `log`, a stand-in program."""
+def _recorder(path, log, status=0):
+  """An executable that appends its argv (as JSON) to `log` and exits with `status`,
+  a stand-in program."""
   path.write_text(f"#!{sys.executable}\n"
                   "import json, sys\n"
                   f"with open({str(log)!r}, 'a') as f:\n"
                   "  f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-                  "print('output of', sys.argv[1:3])\n")
+                  "print('output of', sys.argv[1:3])\n"
+                  f"sys.exit({status})\n")
   path.chmod(0o755)
 
 
@@ -210,7 +212,7 @@ def test_slurm_dry_run_prints_the_sbatch_script(tmp_path):
       "--repo", str(tmp_path), "--", *COMMAND)
   lines = script.splitlines()
   assert lines[0] == "#!/bin/bash"
-  assert lines[1:11] == [
+  assert lines[1:12] == [
       "#SBATCH --job-name=hypert5-train",
       "#SBATCH --nodes=2",
       "#SBATCH --ntasks-per-node=8",  # one task per GPU
@@ -220,6 +222,7 @@ def test_slurm_dry_run_prints_the_sbatch_script(tmp_path):
       "#SBATCH --time=12:00:00",
       "#SBATCH --account=lab",
       "#SBATCH --output=logs/%x-%j.out",
+      "#SBATCH --requeue",  # a preempted run (exit 75) goes back in the queue
       "#SBATCH --qos=high",
   ]
   assert "set -euo pipefail" in lines
@@ -240,7 +243,7 @@ def test_slurm_optional_lines_are_left_out(tmp_path):
   sbatch_lines = [line for line in script.splitlines() if line.startswith("#SBATCH")]
   assert sbatch_lines == ["#SBATCH --job-name=hypert5-eval", "#SBATCH --nodes=1",
                           "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-                          "#SBATCH --output=logs/%x-%j.out"]
+                          "#SBATCH --output=logs/%x-%j.out", "#SBATCH --requeue"]
   assert f"export PATH={tmp_path}/.venv/bin:\"$PATH\"" in script
 
 
@@ -318,3 +321,26 @@ def test_shellcheck_clean():
   result = subprocess.run(["shellcheck", str(TPU_POD), str(SLURM)], capture_output=True,
                           text=True, timeout=60, check=False)
   assert result.returncode == 0, result.stdout
+
+
+def test_slurm_job_requeues_a_preempted_run_and_keeps_its_status(tmp_path):
+  """A command stopped by SIGTERM saves its step and exits 75: the job script
+  requeues the job (which resumes) and ends with that status; other failures are
+  not requeued."""
+  repo, bin_dir = tmp_path / "repo", tmp_path / "bin"
+  (repo / ".venv" / "bin").mkdir(parents=True)
+  bin_dir.mkdir()
+  _recorder(repo / ".venv" / "bin" / "python", tmp_path / "python.jsonl")
+  _recorder(bin_dir / "sbatch", tmp_path / "sbatch.jsonl")
+  _recorder(bin_dir / "scontrol", tmp_path / "scontrol.jsonl")
+  env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
+  result = _run(SLURM, "--nodes", "1", "--gpus-per-node", "2", "--repo", str(repo),
+                "--", *COMMAND, env=env)
+  assert result.returncode == 0, result.stderr
+  script = pathlib.Path(_recorded(tmp_path / "sbatch.jsonl")[0][1])
+  for status, requeued in ((75, True), (1, False), (0, False)):
+    _recorder(bin_dir / "srun", tmp_path / f"srun{status}.jsonl", status=status)
+    job = _run(script, env=env, cwd=tmp_path)
+    assert job.returncode == status, job.stderr
+    assert ("requeueing job 4242" in job.stderr) == requeued
+  assert _recorded(tmp_path / "scontrol.jsonl") == [["requeue", "4242"]]

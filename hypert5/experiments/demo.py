@@ -37,7 +37,7 @@ import numpy as np
 from absl import app, flags
 
 from hypert5 import cli, experiment
-from hypert5.errors import ConfigError
+from hypert5.errors import ConfigError, Preempted
 from hypert5.formats import checkpoints
 from hypert5.inference import evaluate as eval_lib
 from hypert5.model import t5
@@ -221,8 +221,8 @@ class SecondWorker:
   def check(self) -> None:
     """Raises if the worker has stopped before its end."""
     code = self.process.poll()
-    if code == 143:
-      raise WorkerPreempted("worker 2 was stopped; its stage is saved")
+    if code == cli.EXIT_PREEMPTED:
+      raise Preempted("worker 2 was stopped; its stage is saved")
     if code not in (None, 0):
       raise WorkerFailed(f"the demo's worker 2 failed (exit code {code}); its error is above")
 
@@ -235,10 +235,6 @@ class SecondWorker:
     if self.process.poll() is None:
       self.process.stdin.close()
       self.process.wait()
-
-
-class WorkerPreempted(Exception):
-  """The second worker was stopped by SIGTERM (its train loop saved); rerun to resume."""
 
 
 class WorkerFailed(Exception):
@@ -641,13 +637,13 @@ def main(argv):
              f"--seeds={FLAGS.seeds}", *mode.command_flags.split(), "--workers=2", "--worker=1"]
   try:
     run(FLAGS.workdir, FLAGS.seeds, mode, workers, FLAGS.worker, command)
-  except (train.Preempted, WorkerPreempted) as e:
-    if not FLAGS.worker:
-      print(f"\n{e}: the same command resumes from there", file=sys.stderr)
-    sys.exit(143)
+  except Preempted:
+    if FLAGS.worker:  # the first worker says so
+      sys.exit(cli.EXIT_PREEMPTED)
+    raise
   except WorkerFailed as e:
     print(f"\n{e}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(cli.EXIT_ERROR)
 
 
 def run_command() -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import collections
 import json
 import os
-import sys
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -33,6 +32,7 @@ import seqio
 from absl import flags
 
 from hypert5 import cli
+from hypert5.errors import MissingDataError
 from hypert5.experiments import demo
 from hypert5.inference import evaluate as eval_lib
 from hypert5.training import loop as train
@@ -176,7 +176,7 @@ def sweep(demo_workdir: str, workdir: str, tasks: list[str], learning_rates: lis
   for needed in ("downstream", f"seed{demo_seed}/shared_prefix/{train.FINISHED_MARKER}",
                  f"seed{demo_seed}/mtf_prefix/{train.FINISHED_MARKER}"):
     if not os.path.exists(os.path.join(demo_workdir, needed)):
-      raise FileNotFoundError(f"{os.path.join(demo_workdir, needed)} is missing: run "
+      raise MissingDataError(f"{os.path.join(demo_workdir, needed)} is missing: run "
                               f"`python -m hypert5.demo --workdir={demo_workdir}` first")
   os.makedirs(workdir, exist_ok=True)
   cli.use_compilation_cache()
@@ -222,12 +222,8 @@ def main(argv):
   cli.quiet_logs()
   benchmark = embedded_benchmarks.by_flag(demo.benchmark_flag())
   workdir = FLAGS.workdir or os.path.join(FLAGS.demo_workdir, "peft_sweep")
-  try:
-    sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, benchmark),
-          [float(lr) for lr in FLAGS.learning_rates], FLAGS.seeds, FLAGS.demo_seed, FLAGS.quick)
-  except train.Preempted as e:
-    print(f"\n{e}: the same command resumes from there", file=sys.stderr)
-    sys.exit(143)
+  sweep(FLAGS.demo_workdir, workdir, heldout_tasks(FLAGS.tasks, benchmark),
+        [float(lr) for lr in FLAGS.learning_rates], FLAGS.seeds, FLAGS.demo_seed, FLAGS.quick)
 
 
 def run_command() -> None:

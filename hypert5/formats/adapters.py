@@ -65,6 +65,17 @@ def _unflatten(flat):
   return tree
 
 
+# Beside an adapter's weights: how its few-shot examples fit the hypermodel's input
+# (Run.context_fit). Neither format's loader reads it.
+CONTEXT_FILE = "hypert5_context.json"
+
+
+def _write_context_fit(directory: str, context_fit: dict | None) -> None:
+  if context_fit is not None:
+    with open(os.path.join(directory, CONTEXT_FILE), "w") as f:
+      json.dump(context_fit, f, indent=2)
+
+
 def check_finite(phi, where: str) -> None:
   """A NaN or infinite phi is an AdapterError naming its first such leaf: an adapter
   written with one would score NaN everywhere it is loaded."""
@@ -75,7 +86,7 @@ def check_finite(phi, where: str) -> None:
 
 
 def save_native(directory: str, phi, peft: PeftConfig, cfg: T5Config, *,
-                overwrite: bool = False) -> None:
+                overwrite: bool = False, context_fit: dict | None = None) -> None:
   """Writes phi (batch axis 1) in HyperT5's adapter format, atomically; an existing
   `directory` is an AdapterError unless `overwrite`."""
   check_phi(phi, peft, cfg)
@@ -88,10 +99,12 @@ def save_native(directory: str, phi, peft: PeftConfig, cfg: T5Config, *,
                 f, indent=2)
     hf.write_safetensors(os.path.join(staging, NATIVE_WEIGHTS), _flatten(single),
                          metadata={"format": "hypert5"})
+    _write_context_fit(staging, context_fit)
 
 
 def save_hf_peft(directory: str, phi, peft: PeftConfig, cfg: T5Config,
-                 base_model_name_or_path: str = "", *, overwrite: bool = False) -> None:
+                 base_model_name_or_path: str = "", *, overwrite: bool = False,
+                 context_fit: dict | None = None) -> None:
   """Writes a LoRA phi (batch axis 1) as a HuggingFace PEFT adapter, atomically; an
   existing `directory` is an AdapterError unless `overwrite`."""
   if peft.kind != "lora":
@@ -119,6 +132,7 @@ def save_hf_peft(directory: str, phi, peft: PeftConfig, cfg: T5Config,
     with open(os.path.join(staging, HF_CONFIG), "w") as f:
       json.dump(config, f, indent=2)
     hf.write_safetensors(os.path.join(staging, HF_WEIGHTS), tensors, metadata={"format": "pt"})
+    _write_context_fit(staging, context_fit)
 
 
 def load_adapter(directory: str, cfg: T5Config) -> tuple[PeftConfig, dict]:

@@ -11,6 +11,7 @@ place at the end, so a failed conversion leaves nothing at the destination.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from hypert5.model.t5_config import T5Config, config_path
 from hypert5.text.vocab import find_vocabulary
 
 PARAMS_DIR = "params"
+log = logging.getLogger("hypert5.checkpoints")
 
 
 @contextlib.contextmanager
@@ -224,17 +226,41 @@ def find_checkpoint_dir(path: str) -> str:
 def restore_part(path: str, part: str, abstract, step: int | None = None):
   """One parameter part (hyper, shared, downstream) of another run's checkpoint.
 
-  `path` is a workdir, its checkpoints/ folder, or a step folder (then `step` is implied).
+  `path` is a workdir, its checkpoints/ folder, or a step folder (then `step` is
+  implied). From a workdir the latest step is read, or, when it is damaged (a run
+  killed outside Orbax's atomic save), the newest older one that is whole, with a
+  warning naming both, as training resumes.
   """
   path = os.path.abspath(path)
   if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, part)):
-    item_dir = os.path.join(path, part)
-  else:
-    directory = find_checkpoint_dir(path)
-    steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-    step = steps[-1] if step is None else step
-    item_dir = os.path.join(directory, str(step), part)
+    return _restore_item(os.path.join(path, part), part, abstract)
+  directory = find_checkpoint_dir(path)
+  steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+  if step is not None:
+    return _restore_item(os.path.join(directory, str(step), part), part, abstract)
+  damaged = []
+  for candidate in reversed(steps):
+    try:
+      params = _restore_item(os.path.join(directory, str(candidate), part), part, abstract)
+    except DamagedCheckpoint as e:
+      damaged.append(f"{candidate} ({e})")
+      continue
+    if damaged:
+      log.warning("%s: step %s is damaged; read step %d instead", directory,
+                  ", ".join(d.split(" ", 1)[0] for d in damaged), candidate)
+    return params
+  raise DamagedCheckpoint(f"{directory}: no step can be read: {'; '.join(damaged)}")
+
+
+def _restore_item(item_dir: str, part: str, abstract):
   if not os.path.isdir(item_dir):
     raise CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
   _compare_shapes(item_tree_metadata(item_dir), abstract, item_dir)
-  return restore_params(item_dir, abstract)
+  try:
+    return restore_params(item_dir, abstract)
+  except Exception as e:  # noqa: BLE001  (TensorStore's errors for missing or torn files)
+    older = "" if not os.path.basename(os.path.dirname(item_dir)).isdigit() else (
+        "; pass the run's workdir to read its newest whole step instead")
+    raise DamagedCheckpoint(f"{item_dir}: its arrays cannot be read "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}){older}"
+                            ) from None

@@ -51,6 +51,9 @@ def read_examples(path: str, max_examples: int = MAX_EXAMPLES) -> list[tuple[str
   """[(input, output)] from a jsonl file of {"input", "output"}; errors name the file and line.
 
   Lines beyond `max_examples` are dropped, with a warning."""
+  if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
+    raise ExamplesError(f"max_examples={max_examples!r}: must be a positive integer "
+                        "(--max_examples for hypert5.adapt)")
   examples = []
   for where, record in files.read_jsonl(path, ("input", "output"), ExamplesError):
     for key in ("input", "output"):
@@ -228,17 +231,38 @@ class Run:
     """([1, hyper_inputs_length] hypermodel input ids, number of examples kept): the
     examples written as the training data writes contexts, trailing ones dropped
     whole to fit."""
-    examples = list(examples)
+    ids, fit = self._fit(list(examples), definition, example_format)
+    padded, _ = infer.pad_rows([ids], self.lengths["hyper_inputs"], 1)
+    return padded, fit["examples_kept"]
+
+  def context_fit(self, examples, definition: str | None = None,
+                  example_format: str = "pair") -> dict:
+    """How the examples fit the hypermodel's input: {"examples_given",
+    "examples_kept" (whole), "first_example_cut", "definition_cut"}."""
+    return self._fit(list(examples), definition, example_format)[1]
+
+  def _fit(self, examples: list, definition: str | None, example_format: str
+           ) -> tuple[list[int], dict]:
     segments = context_segments(examples, definition, example_format)
     length = self.lengths["hyper_inputs"]
     ids, kept = prompts.fit_segments(segments, self.vocabulary.encode, length,
                                      self.vocabulary.eos_id)
-    kept_examples = kept - (definition is not None)
-    if kept_examples < len(examples):
+    first_cut = len(self.vocabulary.encode(segments[0])) + 1 > length
+    has_definition = definition is not None
+    fit = {"examples_given": len(examples),
+           "examples_kept": 0 if first_cut else kept - has_definition,
+           "first_example_cut": first_cut and not has_definition,
+           "definition_cut": first_cut and has_definition}
+    if fit["first_example_cut"]:
+      log.warning("the first example alone is longer than the hypermodel's %d input tokens: "
+                  "it is cut, so its output is lost, and no example fits whole", length)
+    elif has_definition and examples and fit["examples_kept"] == 0:
+      log.warning("the definition %s the hypermodel's %d input tokens: none of the %d "
+                  "examples fit", "overflows" if first_cut else "fills", length, len(examples))
+    elif fit["examples_kept"] < len(examples):
       log.warning("only the first %d of %d examples fit the hypermodel's %d input tokens",
-                  kept_examples, len(examples), length)
-    padded, _ = infer.pad_rows([ids], length, 1)
-    return padded, kept_examples
+                  fit["examples_kept"], len(examples), length)
+    return ids, fit
 
   def phi(self, examples, definition: str | None = None, example_format: str = "pair"):
     """phi (the downstream model's PEFT parameters, batch axis 1) for a task, in one
@@ -274,18 +298,20 @@ class Run:
   # Adapters
 
   def save_adapter(self, phi, directory: str, format: str = "native",  # noqa: A002
-                   overwrite: bool = False) -> None:
+                   overwrite: bool = False, context_fit: dict | None = None) -> None:
     """Writes phi as an adapter: "native" (HyperT5's, read by `hypert5.score
     --adapter`) or, for LoRA, "peft" (HuggingFace PEFT's, for
     `peft.PeftModel.from_pretrained` on the HuggingFace T5). An existing `directory`
     is an AdapterError naming it, unless `overwrite` (then it is replaced whole once
-    the new adapter is written)."""
+    the new adapter is written). context_fit (from `context_fit`) is written beside
+    the weights, as adapters.CONTEXT_FILE."""
     if format == "native":
       adapters.save_native(directory, phi, self.peft_config, self.downstream_config,
-                           overwrite=overwrite)
+                           overwrite=overwrite, context_fit=context_fit)
     elif format == "peft":
       adapters.save_hf_peft(directory, phi, self.peft_config, self.downstream_config,
-                            self.config.init.downstream_checkpoint, overwrite=overwrite)
+                            self.config.init.downstream_checkpoint, overwrite=overwrite,
+                            context_fit=context_fit)
     else:
       raise AdapterError(f"format={format!r}; expected 'native' or 'peft'")
 

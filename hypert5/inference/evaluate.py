@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import os
 import shutil
@@ -36,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import seqio
+import tensorflow as tf
 from tqdm import tqdm
 
 import hypert5_tasks  # noqa: F401  (registers the tasks)
-from hypert5 import experiment
-from hypert5.errors import EvalError
+from hypert5 import experiment, files
+from hypert5.errors import AdapterError, DataError, EvalError, HyperT5Error
 from hypert5.formats import adapters
 from hypert5.inference import api, infer
 from hypert5.text import vocab
@@ -89,6 +89,17 @@ def _read_task(task, split: str, lengths: dict, max_examples: int) -> list[dict]
     if not others:
       raise EvalError(f"task {task.name!r} has no {split!r} split (it has {list(task.splits)})")
     split = others[0]
+  try:
+    return _read_examples(task, split, lengths, max_examples)
+  except HyperT5Error:
+    raise
+  except (tf.errors.OpError, ValueError, OSError, KeyError) as e:  # a reader's, through TF
+    message = (getattr(e, "message", None) or str(e)).strip().splitlines()
+    raise DataError(f"task {task.name!r} ({split}): {type(e).__name__}: "
+                    f"{message[-1] if message else ''}") from None
+
+
+def _read_examples(task, split: str, lengths: dict, max_examples: int) -> list[dict]:
   dataset = task.get_dataset(sequence_length=lengths, split=split, shuffle=False,
                              num_epochs=1, use_cached=False)
   examples = []
@@ -323,6 +334,8 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
   evaluator = Evaluator(models, params, vocabulary, lengths, config.eval.batch_size,
                         config.eval.max_decode_length or config.data.targets_length,
                         per_query_phi=per_query_phi)
+  if models.hyper is not None:
+    check_phi_folders(tasks, models, save_phi, load_phi)
   per_task, predictions, seconds_per_query, fits = {}, [], [], {}
   split = config.eval.split or benchmark.split
   for task in tqdm(tasks, desc=f"eval {mixture}", disable=not progress, unit="task"):
@@ -335,7 +348,7 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
       examples = [dict(e, hyper_inputs=other_context) for e in examples]
     if load_phi and models.hyper is not None:
       _, phi = adapters.load_adapter(os.path.join(load_phi, task.name),
-                                     models.downstream.config)
+                                     models.downstream.config)  # checked: check_phi_folders
       evaluator.phi_cache[tuple(examples[0]["hyper_inputs"])] = jax.tree.map(jnp.asarray, phi)
     start = time.perf_counter()
     outputs = {}
@@ -369,20 +382,42 @@ def evaluate_params(config, models: experiment.Models, params: dict, *,
   return results, predictions
 
 
+def check_phi_folders(tasks: list, models: experiment.Models, save_phi: str | None,
+                      load_phi: str | None) -> None:
+  """Before any work: --save_phi writes SAVE_PHI/TASK, so none may exist yet;
+  --load_phi reads LOAD_PHI/TASK, each an adapter of this model's PEFT."""
+  if save_phi:
+    existing = [t.name for t in tasks if os.path.exists(os.path.join(save_phi, t.name))]
+    if existing:
+      raise EvalError(f"--save_phi={save_phi} already holds {len(existing)} of this "
+                      f"mixture's tasks' phi (e.g. {os.path.join(save_phi, existing[0])}); "
+                      "pass another folder, or remove them")
+  if load_phi:
+    for task in tasks:
+      path = os.path.join(load_phi, task.name)
+      peft, _ = adapters.load_adapter(path, models.downstream.config)
+      if peft != models.downstream.peft_config:
+        raise AdapterError(f"{path}: phi for {peft}, but this run's model reads "
+                           f"{models.downstream.peft_config}; --load_phi needs phi saved "
+                           "by a run of the same PEFT kind and size")
+
+
 def write_results(output: str, results: dict, predictions: list[dict]) -> None:
-  """results.json, results.md, predictions.jsonl: written together, or not at all."""
+  """results.json, results.md, predictions.jsonl: written together, or not at all. A
+  NaN or infinite number in them is an EvalError naming where (JSON cannot hold it)."""
   output = os.path.abspath(output)
+  results_json = files.to_json(results, EvalError, "results", indent=2)
+  prediction_lines = [files.to_json(p, EvalError, "predictions") + "\n" for p in predictions]
   staging = output + ".partial"
   shutil.rmtree(staging, ignore_errors=True)
   os.makedirs(staging)
   with open(os.path.join(staging, "predictions.jsonl"), "w") as f:
-    for p in predictions:
-      f.write(json.dumps(p) + "\n")
+    f.writelines(prediction_lines)
   with open(os.path.join(staging, "results.md"), "w") as f:
     f.write(f"# {results['mixture']} ({results['benchmark']})\n\n")
     f.write(format_table(results["benchmark"], {results["name"]: results}) + "\n")
   with open(os.path.join(staging, "results.json"), "w") as f:
-    json.dump(results, f, indent=2)
+    f.write(results_json)
   if os.path.exists(output):
     old = f"{output}.old-{int(time.time())}"
     os.rename(output, old)

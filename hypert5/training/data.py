@@ -34,7 +34,7 @@ from hypert5.errors import ConfigError
 
 log = logging.getLogger("hypert5.data")
 
-SOURCES = ("seqio", "seqio_tfdata", "synthetic")
+SOURCES = experiment.DATA_SOURCES
 PREPROCESS_COMMAND = "python -m hypert5.preprocess --config=CONFIG (with the run's overrides)"
 
 
@@ -229,20 +229,24 @@ class Prefetcher:
                                     name="hypert5-input")
     self._thread.start()
 
+  def _offer(self, item) -> bool:
+    """Puts `item` once there is room; False if stopped first."""
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
   def _run(self, make_iterator):
     try:
       for batch in make_iterator():
-        while not self._stop.is_set():
-          try:
-            self._queue.put(("batch", batch), timeout=0.1)
-            break
-          except queue.Full:
-            continue
-        if self._stop.is_set():
+        if not self._offer(("batch", batch)):
           return
-      self._queue.put(("end", None))
+      self._offer(("end", None))
     except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
-      self._queue.put(("error", e))
+      self._offer(("error", e))
 
   def __iter__(self):
     return self
@@ -256,4 +260,7 @@ class Prefetcher:
     raise StopIteration
 
   def close(self) -> None:
+    """Stops the thread and waits for it (it ends after the batch it is making): a
+    thread still inside numpy or JAX while the interpreter exits can abort it."""
     self._stop.set()
+    self._thread.join(timeout=30)

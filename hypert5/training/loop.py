@@ -31,21 +31,18 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from hypert5 import experiment
+from hypert5 import experiment, files
 from hypert5.errors import (
   CheckpointError,
   ConfigError,
   DamagedCheckpoint,
+  Preempted,
   TrainingDiverged,
 )
 from hypert5.formats import checkpoints
 from hypert5.training import data, trainer_setup
 
 log = logging.getLogger("hypert5.train")
-
-
-class Preempted(Exception):
-  """SIGTERM arrived; the current step is saved. Callers must not take the run as finished."""
 
 
 def _count_tokens(batch: dict) -> int:
@@ -110,14 +107,73 @@ def _set_aside_damaged(checkpointer, restored_step: int) -> None:
 
 
 def _truncate_metrics(path: str, last_step: int) -> None:
-  """Drops logged steps after the checkpoint a resumed run starts from."""
+  """Drops logged steps after the checkpoint a resumed run starts from. A torn last
+  line (a crash while it was written) is dropped with a warning; a broken line before
+  the last is an error naming it, and nothing is changed."""
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= last_step]
-  with open(path + ".partial", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".partial", path)
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = [line for line in f if line.strip()]
+  kept = []
+  for number, line in enumerate(lines, start=1):
+    try:
+      entry = json.loads(line)
+      step = int(entry["step"])
+    except (ValueError, KeyError, TypeError):
+      if number == len(lines):
+        log.warning("%s: dropped its last line, written only in part (a crash while "
+                    "logging): %r", path, line[:80])
+        break
+      raise CheckpointError(f"{path}:{number}: not a metrics line ({line[:60]!r}); "
+                            "remove or mend that line, then resume") from None
+    if step <= last_step:
+      kept.append(line if line.endswith("\n") else line + "\n")
+  files.write_atomic(path, "".join(kept))
+
+
+def _set_aside_previous_metrics(workdir: str) -> None:
+  """A run starting at step 0 over metrics of the same config that never saved a
+  checkpoint: they are kept beside it, not overwritten."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path) and os.path.getsize(path):
+    aside = os.path.join(workdir, f"metrics.before-{int(time.time())}.jsonl")
+    os.rename(path, aside)
+    log.warning("%s held steps of a start that saved no checkpoint; kept as %s", path, aside)
+
+
+# Keys whose change makes a run's checkpoints another run's: its model, what trains,
+# the optimizer's state. (The length of training, logging and the mesh may change.)
+STATE_KEYS = ("experiment", "model.", "peft.", "hyper.", "optimizer.name", "optimizer.freeze",
+              "optimizer.adafactor_parameter_scale", "data.mixture", "seed")
+
+
+def _flat(tree, prefix: str = "") -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tuple(tree) if isinstance(tree, list) else tree}
+
+
+def config_differences(saved: dict, config) -> list[str]:
+  """'key: saved -> now' for each state key whose value differs between a workdir's
+  config.json and this run's config."""
+  before, now = _flat(saved), _flat(json.loads(config.to_json_best_effort()))
+  return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+          if k.startswith(STATE_KEYS) and before.get(k) != now.get(k)]
+
+
+def _saved_config(workdir: str) -> dict | None:
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (ValueError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{path}: not the JSON a run writes ({e}); it describes the run "
+                          "in this workdir: mend it or pass another --workdir") from None
 
 
 def train(config, workdir: str, *, stop_after: int | None = None,
@@ -130,7 +186,10 @@ def train(config, workdir: str, *, stop_after: int | None = None,
   """
   workdir = os.path.abspath(workdir)
   is_chief = jax.process_index() == 0
+  experiment.validate(config)
+  files.check_writable_dir(workdir, ConfigError, "--workdir")
   os.makedirs(workdir, exist_ok=True)
+  saved_config = _saved_config(workdir)
 
   if config.eval_every and jax.process_count() > 1:
     raise ConfigError("config.eval_every: evaluation along the way runs in one process; on "
@@ -160,19 +219,34 @@ def train(config, workdir: str, *, stop_after: int | None = None,
   checkpointer = checkpoints.TrainCheckpointer(os.path.join(workdir, "checkpoints"),
                                                keep=config.keep_checkpoints)
   start_step, data_state, trainable, opt_state = 0, data.DataState(), None, None
-  for step in reversed(checkpointer.all_steps()):
+  differences = config_differences(saved_config, config) if saved_config else []
+  another_run = (f"; {workdir}/config.json differs from this config in "
+                 f"{'; '.join(differences)}") if differences else ""
+  steps = checkpointer.all_steps()
+  if differences and not steps:
+    raise ConfigError(f"{workdir} holds the start of another run (no checkpoint yet){another_run}."
+                      " Pass another --workdir, or remove this one")
+  damaged = []
+  for step in reversed(steps):
     try:
       # A checkpoint of another model shape is a clear error before any step.
       checkpointer.check_fits(step, trainable_abstract)
       trainable, opt_state, meta = checkpointer.restore(step, trainable_abstract, opt_abstract)
     except DamagedCheckpoint as e:
       log.warning("%s; trying an older checkpoint", e)
+      damaged.append(f"{step} ({e})")
       continue
-    except CheckpointError:
-      raise  # another model's checkpoint: say so, do not fall back to an older one
-    except Exception as e:  # noqa: BLE001  (damaged outside Orbax's save)
+    except CheckpointError as e:
+      # Another model's checkpoint: say so, do not fall back to an older one.
+      raise CheckpointError(f"{e}{another_run}") from None
+    except Exception as e:  # noqa: BLE001  (damaged outside Orbax's save, or another config's)
+      if differences:  # the optimizer's state of another config does not restore
+        raise ConfigError(f"checkpoint {step} in {checkpointer.directory} cannot be restored "
+                          f"with this config{another_run}. Resume with the run's own config "
+                          "(its config.json), or pass another --workdir") from None
       log.warning("checkpoint %d in %s cannot be restored (%s); trying an older one",
                   step, checkpointer.directory, e)
+      damaged.append(f"{step} ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
       continue
     _check_same_data(meta, stream, step, checkpointer.directory)
     start_step = int(meta["step"])
@@ -182,9 +256,16 @@ def train(config, workdir: str, *, stop_after: int | None = None,
     if is_chief:
       _set_aside_damaged(checkpointer, start_step)
     break
+  if steps and trainable is None:  # never start over on top of a run's checkpoints
+    raise CheckpointError(f"no checkpoint in {checkpointer.directory} can be restored: "
+                          f"{'; '.join(damaged)}. Nothing was changed; move the damaged "
+                          "step folders aside to start over, or pass another --workdir")
   if is_chief:
+    if steps:
+      _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
+    else:
+      _set_aside_previous_metrics(workdir)
     _write_config(config, workdir)
-    _truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start_step)
   # Before the input thread starts: imports must not race with the input thread's.
   writer = _MetricsWriter(workdir, config, start_step) if is_chief else None
 
