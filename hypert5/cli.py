@@ -124,7 +124,10 @@ def run(main: Callable[[Sequence[str]], None],
 
   def parse(argv):
     try:
-      return flags.FLAGS(argv)
+      rest = flags.FLAGS(argv)
+      if "config" in flags.FLAGS and flags.FLAGS["config"].present:
+        flags.FLAGS.config.get("experiment")  # ml_collections reports a bad file on first use
+      return rest
     except Exception as e:  # noqa: BLE001  (whatever a flag or config override raised)
       fail(f"{_flag_error(e)} (--help lists the flags)", EXIT_USAGE)
 
@@ -147,10 +150,13 @@ def _flag_error(error: BaseException) -> str:
   """One line for a flag that did not parse. ml_collections reports a config key typo
   as a KeyError whose text is the key and a "Did you mean" line."""
   text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-  lines = [line.strip() for line in text.strip().strip("'\"").splitlines() if line.strip()]
-  if isinstance(error, KeyError):
-    return "unknown config key " + " ".join(lines)
-  return " ".join(lines)
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if isinstance(error, KeyError) and lines:
+    return f"unknown config key '{lines[0].strip(chr(39))}'. " + " ".join(lines[1:])
+  text = " ".join(lines).replace(
+      "Configuration is not available because of an earlier failure to load: ", "")
+  return text.replace("Failed loading config file config_config Attempted ",
+                      "cannot load the --config file: ")
 
 
 def quiet_logs(tag: str = "") -> None:

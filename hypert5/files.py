@@ -104,5 +104,8 @@ def check_writable_dir(path: str, error: type[Exception], what: str) -> None:
     probe = parent
   if not os.path.isdir(probe):
     raise error(f"{what} {path}: {probe} is not a directory")
-  if not os.access(probe, os.W_OK | os.X_OK):
-    raise error(f"{what} {path}: {probe} is not writable")
+  try:  # a real write: permissions alone do not tell (root, read-only file systems)
+    with tempfile.TemporaryFile(dir=probe):
+      pass
+  except OSError as e:
+    raise error(f"{what} {path}: {probe} is not writable ({e.strerror})") from None

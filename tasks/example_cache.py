@@ -446,9 +446,7 @@ def build(spec: CacheSpec, root: str, *, max_pieces: int | None = None,
       dataset = _run_steps(dataset, spec.task, spec.steps)
       make = build_records_piece if spec.kind == RECORDS else build_tokens_piece
       columns, metadata = make(dataset, vocabulary, what)
-    except DataError:
-      raise
-    except (ValueError, OSError, KeyError) as e:
+    except (ValueError, OSError, KeyError) as e:  # DataError too: the task said first
       raise DataError(f"{what}: {e}") from e
     except Exception as e:  # TensorFlow wraps the reader's errors
       message = getattr(e, "message", None) or str(e)

@@ -113,8 +113,13 @@ def read_jsonl(path: str, task: str) -> list[dict]:
   if not os.path.exists(path):
     raise locations.METAICL.missing(os.path.dirname(os.path.dirname(path)), f"no file {path}")
   lines = []
-  with open(path, encoding="utf-8") as f:
-    for number, text in enumerate(f, start=1):
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      try:
+        text = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise DataError(f"{path}:{number}: not UTF-8 text (byte {e.start + 1} of the line)"
+                        ) from None
       if not text.strip():
         continue
       try:

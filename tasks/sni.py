@@ -126,6 +126,8 @@ def load_task(path: str, split: str) -> SniTask:
   try:
     with open(path, encoding="utf-8") as f:
       data = json.load(f)  # accepts the bare NaN some files contain
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: not UTF-8 text (byte {e.start + 1})") from None
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{e.lineno}:{e.colno}: malformed JSON ({e.msg})") from e
   missing = [k for k in REQUIRED_KEYS if k not in data]

@@ -255,12 +255,14 @@ def restore_part(path: str, part: str, abstract, step: int | None = None):
 def _restore_item(item_dir: str, part: str, abstract):
   if not os.path.isdir(item_dir):
     raise CheckpointError(f"{item_dir}: missing; that run has no '{part}' parameters")
-  _compare_shapes(item_tree_metadata(item_dir), abstract, item_dir)
+  hint = "; pass the run's workdir to read its newest whole step instead"
+  try:
+    _compare_shapes(item_tree_metadata(item_dir), abstract, item_dir)
+  except DamagedCheckpoint as e:
+    raise DamagedCheckpoint(f"{e}{hint}") from None
   try:
     return restore_params(item_dir, abstract)
   except Exception as e:  # noqa: BLE001  (TensorStore's errors for missing or torn files)
-    older = "" if not os.path.basename(os.path.dirname(item_dir)).isdigit() else (
-        "; pass the run's workdir to read its newest whole step instead")
     raise DamagedCheckpoint(f"{item_dir}: its arrays cannot be read "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}){older}"
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}){hint}"
                             ) from None

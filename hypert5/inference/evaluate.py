@@ -280,6 +280,7 @@ def evaluate(config, checkpoint: str, *, name: str | None = None, per_query_phi:
              progress: bool = True,
              context_of: Callable[[str], str] | None = None) -> tuple[dict, list[dict]]:
   """(results, predictions) of one model on config.eval.mixture (see evaluate_params)."""
+  experiment.validate(config)
   # Unknown mixtures and tasks without metrics fail before loading.
   tasks = declared(mixture_tasks(eval_mixture(config), experiment.data_form(config)))
   experiment.size_vocabulary(config, tasks[0].output_features["targets"].vocabulary.vocab_size)

@@ -315,11 +315,12 @@ def setup_train(config, devices=None, step_cache: dict | None = None) -> TrainSe
   """Mesh, models, optimizer, abstract state and the jitted step of `config`.
 
   Raises MeshError (a mesh that does not fit the devices, the batch
-  or a parameter) or ValueError (a bad config value) before anything compiles.
+  or a parameter) or ConfigError (a bad config value) before anything compiles.
   step_cache: a dict the caller keeps between set-ups that should share jitted steps
   (hypert5.demo trains its stages in one process): a set-up with the same step_key
   gets the step made before, without tracing it again.
   """
+  experiment.validate(config)
   # -- Mesh -------------------------------------------------------------------
   mesh = partitioning.make_mesh(config.mesh_shape, config.mesh_axes, devices)
   rules = partitioning.rules_for_mesh(config.logical_axis_rules, mesh)
